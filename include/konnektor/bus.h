@@ -140,8 +140,8 @@ int kon_bus_subscribe(kon_bus_t *b, const char *name, const char *pattern, size_
                       kon_subscriber_t **ret);
 /* After this returns no callback of s runs any more (if called from s's
  * own callback, the current callback is the last). Queued events are
- * discarded. NULL-safe. Must not be called from another subscriber's
- * thread while that subscriber is being unsubscribed. */
+ * discarded. NULL-safe. A loop subscriber must be unsubscribed on the
+ * thread that runs its loop; a thread subscriber from any thread. */
 void kon_bus_unsubscribe(kon_subscriber_t *s);
 
 /* Block until s has processed every event published before this call, or
