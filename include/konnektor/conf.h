@@ -37,7 +37,7 @@ typedef struct {
         const char *const *choices;   /* ENUM: NULL-terminated list */
         bool required;                /* must appear in the file */
         bool reloadable;              /* a change takes effect on SIGHUP; otherwise it needs a restart */
-        const char *doc;              /* one line, for --help-config and the man page */
+        const char *doc;              /* one line, for --dump-schema and the man page */
 } kon_conf_key_t;
 
 typedef struct {
