@@ -7,6 +7,8 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -178,7 +180,9 @@ START_TEST(newer_schema_refused)
 
         ck_assert_int_eq(mkdir(state, 0700), 0);
         ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+        /* as a newer konnektord would leave it: WAL mode, checkpointed */
         ck_assert_int_eq(sqlite3_exec(h,
+                                      "PRAGMA journal_mode=WAL;"
                                       "CREATE TABLE schema_version(component TEXT PRIMARY KEY, version INTEGER NOT NULL, updated TEXT);"
                                       "INSERT INTO schema_version VALUES('core', 999, 'future');"
                                       "CREATE TABLE precious(x); INSERT INTO precious VALUES(42);",
@@ -307,17 +311,24 @@ START_TEST(background_mode)
         ck_assert_int_eq(tu_daemon_spawn(&d2, KONNEKTORD, args2, NULL), 0);
         ck_assert_int_eq(tu_daemon_wait_exit(&d2, 5000), 73);
         tu_daemon_cleanup(&d2);
-        /* stop it through its pid: find it via fuser-like scan of /proc */
-        char cmd[512];
-        snprintf(cmd, sizeof(cmd), "pkill -TERM -f -- '--state-dir %s'", state);
-        ck_assert_int_eq(system(cmd), 0);
-        for (int i = 0; i < 100; i++) {
-                snprintf(cmd, sizeof(cmd), "pgrep -f -- '--state-dir %s' >/dev/null", state);
-                if (system(cmd) != 0)
-                        break;
-                usleep(20000);
+        /* stop it through the pid in the lock file */
+        _cleanup_free_ char *lock = kon_asprintf("%s/konnektord.lock", state);
+        _cleanup_free_ char *pidtxt = tu_read_file(lock);
+        ck_assert_ptr_nonnull(pidtxt);
+        pid_t bg = (pid_t)atol(pidtxt);
+        ck_assert_int_gt(bg, 1);
+        ck_assert_int_eq(kill(bg, SIGTERM), 0);
+        /* gone when its lock is free (a zombie may linger if nobody reaps it) */
+        int fd = open(lock, O_RDWR | O_CLOEXEC);
+        bool released = false;
+        ck_assert_int_ge(fd, 0);
+        for (int i = 0; i < 200 && !released; i++) {
+                released = flock(fd, LOCK_EX | LOCK_NB) == 0;
+                if (!released)
+                        usleep(10000);
         }
-        ck_assert_int_ne(system(cmd), 0);
+        close(fd);
+        ck_assert(released);
 }
 END_TEST
 

@@ -128,8 +128,10 @@ int64_t tu_daemon_wait_notify(tu_daemon_t *d, const char *what, int timeout_ms)
 
                 while ((n = recv(d->notify_fd, buf, sizeof(buf) - 1, 0)) > 0) {
                         buf[n] = '\0';
-                        if (strstr(buf, what))
+                        if (strstr(buf, what)) {
+                                tu_daemon_pump(d); /* what it logged before notifying */
                                 return (int64_t)(kon_now_monotonic_us() - d->spawned_us);
+                        }
                 }
                 tu_daemon_pump(d);
                 if (waitpid(d->pid, NULL, WNOHANG | WNOWAIT | __WALL) == d->pid)

@@ -29,7 +29,8 @@
 #define LOOP_BATCH 256
 
 struct slot {
-        kon_event_t *event;
+        kon_event_t *event;     /* NULL: only a gap report */
+        uint64_t seq;           /* event's sequence number, kept past its unref */
         uint64_t missed_before; /* events dropped just before this one */
 };
 
@@ -142,6 +143,7 @@ static void enqueue(kon_bus_t *b, kon_subscriber_t *s, kon_event_t *e)
         } else {
                 s->ring[(s->head + s->count) % s->cap] = (struct slot){
                         .event = kon_event_ref(e),
+                        .seq = e->seq,
                         .missed_before = s->missed_pending,
                 };
                 s->missed_pending = 0;
@@ -226,6 +228,7 @@ static bool take(kon_subscriber_t *s, struct slot *ret)
 {
         if (s->count == 0) {
                 ret->event = NULL;
+                ret->seq = 0;
                 ret->missed_before = s->missed_pending;
                 s->missed_pending = 0;
                 return ret->missed_before > 0;
@@ -252,8 +255,8 @@ static void deliver(kon_subscriber_t *s, const struct slot *sl)
 /* Bookkeeping after a delivery; with s->lock held. */
 static void delivered(kon_subscriber_t *s, const struct slot *sl)
 {
-        if (sl->event) {
-                s->done_seq = sl->event->seq;
+        if (sl->seq) {
+                s->done_seq = sl->seq;
                 s->delivered++;
         }
         if (s->count == 0 && s->missed_pending == 0)
@@ -261,24 +264,47 @@ static void delivered(kon_subscriber_t *s, const struct slot *sl)
         pthread_cond_broadcast(&s->progress);
 }
 
+/* Thread mode handles up to THREAD_BATCH entries per lock round trip. The
+ * entries stay in the ring (and count against its bound) until they have
+ * been delivered; the producer only ever writes behind head + count, so
+ * reading them without the lock is safe. */
+#define THREAD_BATCH 64
+
 static void *sub_thread(void *arg)
 {
         kon_subscriber_t *s = arg;
-        struct slot sl;
+        struct slot batch[THREAD_BATCH], gap;
 
         pthread_mutex_lock(&s->lock);
         while (!s->stopping) {
-                if (!take(s, &sl)) {
+                size_t n = s->count < THREAD_BATCH ? s->count : THREAD_BATCH;
+
+                if (n == 0) {
+                        if (take(s, &gap)) { /* drops with nothing queued after them */
+                                pthread_mutex_unlock(&s->lock);
+                                deliver(s, &gap);
+                                pthread_mutex_lock(&s->lock);
+                                continue;
+                        }
                         s->done_seq = s->last_seq;
                         pthread_cond_broadcast(&s->progress);
                         pthread_cond_wait(&s->wake, &s->lock);
                         continue;
                 }
+                for (size_t i = 0; i < n; i++)
+                        batch[i] = s->ring[(s->head + i) % s->cap];
                 pthread_mutex_unlock(&s->lock);
-                deliver(s, &sl);
-                kon_event_unref(sl.event);
+                for (size_t i = 0; i < n && !s->free_on_exit; i++)
+                        deliver(s, &batch[i]);
                 pthread_mutex_lock(&s->lock);
-                delivered(s, &sl);
+                s->head = (s->head + n) % s->cap;
+                s->count -= n;
+                for (size_t i = 0; i < n; i++)
+                        delivered(s, &batch[i]);
+                pthread_mutex_unlock(&s->lock);
+                for (size_t i = 0; i < n; i++)
+                        kon_event_unref(batch[i].event);
+                pthread_mutex_lock(&s->lock);
         }
         bool self_free = s->free_on_exit;
         pthread_mutex_unlock(&s->lock);
@@ -381,7 +407,9 @@ int kon_bus_subscribe(kon_bus_t *b, const char *name, const char *pattern, size_
         }
 
         pthread_mutex_lock(&b->lock);
+        pthread_mutex_lock(&s->lock); /* the delivery thread may already run */
         s->last_seq = s->done_seq = b->seq;
+        pthread_mutex_unlock(&s->lock);
         s->next = b->subs;
         b->subs = s;
         b->nsubs++;

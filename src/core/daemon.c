@@ -221,6 +221,11 @@ static int take_lock(daemon_t *d)
                 return kon_log_errno(LOG_ERR, r, "cannot lock %s: %m", path);
         }
         d->lock_fd = fd;
+        /* the lock file doubles as pid file: holder's pid, for scripts */
+        char pid[32];
+        int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+                kon_warn("cannot write the pid into %s: %m", path);
         return 0;
 }
 
@@ -294,18 +299,24 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         return 0;
 }
 
-static int setup_signals(daemon_t *d)
+/* Block the signals the loop handles before any thread exists, so every
+ * thread inherits the mask and none of them takes the default action. */
+static void block_signals(void)
 {
         sigset_t ss;
-        int r;
 
         signal(SIGPIPE, SIG_IGN); /* OpenSSL and sockets report EPIPE instead */
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
         sigaddset(&ss, SIGHUP);
-        if (pthread_sigmask(SIG_BLOCK, &ss, NULL) != 0)
-                return -EINVAL;
+        (void)pthread_sigmask(SIG_BLOCK, &ss, NULL);
+}
+
+static int setup_signals(daemon_t *d)
+{
+        int r;
+
         r = sd_event_add_signal(d->core.loop, NULL, SIGTERM, on_stop_signal, d);
         if (r >= 0)
                 r = sd_event_add_signal(d->core.loop, NULL, SIGINT, on_stop_signal, d);
@@ -351,7 +362,6 @@ static void report_ready(daemon_t *d, uint64_t started_us)
 {
         uint64_t ms = (kon_now_monotonic_us() - started_us) / 1000u;
 
-        (void)sd_notifyf(0, "READY=1\nSTATUS=Running\nMAINPID=%lu", (unsigned long)getpid());
         kon_notice("konnektord %s ready in %llu ms (pid %ld)", PACKAGE_VERSION, (unsigned long long)ms,
                    (long)getpid());
         kon_notice("  state store: %s", d->db_path);
@@ -359,6 +369,7 @@ static void report_ready(daemon_t *d, uint64_t started_us)
                 kon_notice("  no network services are enabled in this configuration");
         for (size_t i = 0; i < d->nannounce; i++)
                 kon_notice("  %s: %s", d->announce[i].what, d->announce[i].where);
+        (void)sd_notifyf(0, "READY=1\nSTATUS=Running\nMAINPID=%lu", (unsigned long)getpid());
         if (d->ready_pipe >= 0) {
                 (void)!write(d->ready_pipe, "R", 1);
                 close(d->ready_pipe);
@@ -403,6 +414,7 @@ int kon_daemon_run(const kon_daemon_opts_t *opts)
         gid_t gid;
         int r, code = KON_EXIT_OK;
 
+        block_signals();
         if (load_config(opts->config_path, &d.conf) < 0)
                 return KON_EXIT_CONFIG;
         if (opts->check_config) {
