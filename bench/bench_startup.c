@@ -1,6 +1,6 @@
 /* Daemon start-up time to READY=1 and idle memory.
  *
- * Starts konnektord with the given configuration and a fresh state
+ * Starts konnektord with the demo settings and a fresh state
  * directory (cold: creates and migrates the database) and again on the
  * existing one (warm), RUNS times each, waits for READY=1 on a private
  * NOTIFY_SOCKET as systemd would, then reads VmRSS after a second of idle
@@ -43,10 +43,15 @@ int main(int argc, char **argv)
         double cold[RUNS], warm[RUNS], stop[RUNS * 2];
         long rss = 0, hwm = 0;
 
-        if (argc != 3) {
-                fprintf(stderr, "usage: bench_startup KONNEKTORD CONFIG\n");
+        if (argc != 2) {
+                fprintf(stderr, "usage: bench_startup KONNEKTORD\n");
                 return 64;
         }
+        /* the demo settings without a service user, so it runs as root too */
+        char *confdir = tu_mkdtemp("bench-conf");
+        char *conf = kon_asprintf("%s/bench.conf", confdir);
+        tu_write_file(conf, "[core]\nname = bench\n[log]\ntarget = stderr\nlevel = warning\n"
+                            "[protocol]\nmirror_to_log = no\n");
         for (int i = 0; i < RUNS * 2; i++) {
                 static char *dir;
                 tu_daemon_t d;
@@ -57,7 +62,7 @@ int main(int argc, char **argv)
                         free(dir);
                         dir = tu_mkdtemp("bench");
                 }
-                char *args[] = { "--foreground", "--config", argv[2], "--state-dir", dir, NULL };
+                char *args[] = { "--foreground", "--config", conf, "--state-dir", dir, NULL };
                 char *env[] = { "KON_BENCH=1", NULL };
                 if (tu_daemon_spawn(&d, argv[1], args, env) < 0)
                         return 1;
@@ -83,6 +88,9 @@ int main(int argc, char **argv)
                         free(dir);
                 }
         }
+        tu_rmrf(confdir);
+        free(confdir);
+        free(conf);
         qsort(cold, RUNS, sizeof(double), cmp);
         qsort(warm, RUNS, sizeof(double), cmp);
         qsort(stop, RUNS * 2, sizeof(double), cmp);

@@ -980,8 +980,8 @@ START_TEST(test_shipped_config)
         ck_assert_msg(r == 0, "%s", kon_conf_error_string(&e, msg, sizeof(msg)));
         ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "name"), "konnektor-demo");
         ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "state_dir"), KON_SRCDIR "/conf/../demo-state");
-        ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "runtime_dir"), KON_SRCDIR "/conf/../demo-state/run");
-        ck_assert_ptr_null(kon_conf_get_str(c, "core", NULL, "user"));
+        ck_assert_ptr_null(kon_conf_get_str(c, "core", NULL, "runtime_dir"));
+        ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "user"), "konnektor");
         ck_assert_str_eq(kon_conf_get_str(c, "log", NULL, "level"), "info");
         ck_assert_str_eq(kon_conf_get_str(c, "log", NULL, "target"), "stderr");
         ck_assert_int_eq(kon_conf_get_int(c, "bus", NULL, "queue_length"), 4096);
@@ -999,7 +999,7 @@ START_TEST(test_core_defaults)
 
         ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "name"), "konnektor");
         ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "state_dir"), KON_LOCALSTATEDIR "/lib/konnektor");
-        ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "runtime_dir"), "/run/konnektor");
+        ck_assert_ptr_null(kon_conf_get_str(c, "core", NULL, "runtime_dir"));
         ck_assert_ptr_null(kon_conf_get_str(c, "core", NULL, "group"));
         ck_assert_str_eq(kon_conf_get_str(c, "log", NULL, "level"), "info");
         ck_assert_str_eq(kon_conf_get_str(c, "log", NULL, "target"), "auto");

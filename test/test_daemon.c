@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,17 +20,30 @@
 #define DEMO_CONF TU_SRC("conf/konnektor.conf")
 
 static char *tmp;
+/* The demo configuration without its service user: the tests run as root
+ * in CI and the privilege drop has a test of its own. */
+static char *conf;
 
 static void setup(void)
 {
+        _cleanup_free_ char *demo = tu_read_file(DEMO_CONF);
+        char *user;
+
         tmp = tu_mkdtemp("daemon");
+        ck_assert_ptr_nonnull(demo);
+        user = strstr(demo, "\nuser = ");
+        ck_assert_ptr_nonnull(user);
+        user[1] = '#';
+        conf = kon_asprintf("%s/demo.conf", tmp);
+        tu_write_file(conf, demo);
 }
 
 static void teardown(void)
 {
         tu_rmrf(tmp);
         free(tmp);
-        tmp = NULL;
+        free(conf);
+        tmp = conf = NULL;
 }
 
 /* A config in the temp dir: demo settings plus `extra` lines. */
@@ -49,7 +63,7 @@ static char *state_path(const char *sub)
 static void start_demo(tu_daemon_t *d, char *const extra_env[])
 {
         _cleanup_free_ char *state = state_path("");
-        char *args[] = { "--foreground", "--config", DEMO_CONF, "--state-dir", state, NULL };
+        char *args[] = { "--foreground", "--config", conf, "--state-dir", state, NULL };
 
         ck_assert_int_eq(tu_daemon_spawn(d, KONNEKTORD, args, extra_env), 0);
         int64_t us = tu_daemon_wait_notify(d, "READY=1", 5000);
@@ -120,18 +134,18 @@ END_TEST
 
 START_TEST(bad_config_exit_78)
 {
-        _cleanup_free_ char *conf = write_conf("bad.conf", "[core]\nname = x\n\n[log]\nlevle = debug\n");
-        char *args[] = { "--foreground", "--config", conf, NULL };
+        _cleanup_free_ char *bad = write_conf("bad.conf", "[core]\nname = x\n\n[log]\nlevle = debug\n");
+        char *args[] = { "--foreground", "--config", bad, NULL };
         tu_daemon_t d;
 
         ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args, NULL), 0);
         ck_assert_int_eq(tu_daemon_wait_exit(&d, 5000), 78);
-        _cleanup_free_ char *where = kon_asprintf("%s:5:", conf);
+        _cleanup_free_ char *where = kon_asprintf("%s:5:", bad);
         ck_assert_msg(strstr(d.stderr_buf, where), "stderr: %s", d.stderr_buf);
         ck_assert_ptr_nonnull(strstr(d.stderr_buf, "levle"));
         tu_daemon_cleanup(&d);
 
-        char *check[] = { "--check-config", "--config", conf, NULL };
+        char *check[] = { "--check-config", "--config", bad, NULL };
         ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, check, NULL), 0);
         ck_assert_int_eq(tu_daemon_wait_exit(&d, 5000), 78);
         tu_daemon_cleanup(&d);
@@ -174,7 +188,7 @@ START_TEST(newer_schema_refused)
 {
         _cleanup_free_ char *state = state_path("");
         _cleanup_free_ char *db = state_path("/konnektor.db");
-        char *args[] = { "--foreground", "--config", DEMO_CONF, "--state-dir", state, NULL };
+        char *args[] = { "--foreground", "--config", conf, "--state-dir", state, NULL };
         sqlite3 *h;
         tu_daemon_t d;
 
@@ -207,7 +221,7 @@ END_TEST
 
 START_TEST(unusable_state_dir)
 {
-        char *args[] = { "--foreground", "--config", DEMO_CONF, "--state-dir", "/proc/konnektor-test", NULL };
+        char *args[] = { "--foreground", "--config", conf, "--state-dir", "/proc/konnektor-test", NULL };
         tu_daemon_t d;
 
         ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args, NULL), 0);
@@ -218,7 +232,7 @@ START_TEST(unusable_state_dir)
         /* a file where the directory should be */
         _cleanup_free_ char *f = kon_asprintf("%s/afile", tmp);
         tu_write_file(f, "x");
-        char *args2[] = { "--foreground", "--config", DEMO_CONF, "--state-dir", f, NULL };
+        char *args2[] = { "--foreground", "--config", conf, "--state-dir", f, NULL };
         ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args2, NULL), 0);
         ck_assert_int_eq(tu_daemon_wait_exit(&d, 5000), 73);
         tu_daemon_cleanup(&d);
@@ -228,7 +242,7 @@ START_TEST(unusable_state_dir)
         _cleanup_free_ char *db = state_path("/konnektor.db");
         mkdir(state, 0700);
         tu_write_file(db, "this is not an SQLite database, it is the user's data. ......................................");
-        char *args3[] = { "--foreground", "--config", DEMO_CONF, "--state-dir", state, NULL };
+        char *args3[] = { "--foreground", "--config", conf, "--state-dir", state, NULL };
         ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args3, NULL), 0);
         ck_assert_int_eq(tu_daemon_wait_exit(&d, 5000), 65);
         tu_daemon_cleanup(&d);
@@ -241,7 +255,7 @@ START_TEST(second_instance_refused)
 {
         tu_daemon_t d1, d2;
         _cleanup_free_ char *state = state_path("");
-        char *args[] = { "--foreground", "--config", DEMO_CONF, "--state-dir", state, NULL };
+        char *args[] = { "--foreground", "--config", conf, "--state-dir", state, NULL };
 
         start_demo(&d1, NULL);
         ck_assert_int_eq(tu_daemon_spawn(&d2, KONNEKTORD, args, NULL), 0);
@@ -257,15 +271,15 @@ END_TEST
 START_TEST(sighup_reload)
 {
         _cleanup_free_ char *state = state_path("");
-        _cleanup_free_ char *conf = write_conf("k.conf", "[core]\nname = a\n[log]\nlevel = info\ntarget = stderr\n");
-        char *args[] = { "--foreground", "--config", conf, "--state-dir", state, NULL };
+        _cleanup_free_ char *kconf = write_conf("k.conf", "[core]\nname = a\n[log]\nlevel = info\ntarget = stderr\n");
+        char *args[] = { "--foreground", "--config", kconf, "--state-dir", state, NULL };
         tu_daemon_t d;
 
         ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args, NULL), 0);
         ck_assert_int_gt(tu_daemon_wait_notify(&d, "READY=1", 5000), 0);
 
         /* a valid change: applied */
-        tu_write_file(conf, "[core]\nname = b\nruntime_dir = /tmp/elsewhere\n[log]\nlevel = debug\ntarget = stderr\n");
+        tu_write_file(kconf, "[core]\nname = b\nruntime_dir = /tmp/elsewhere\n[log]\nlevel = debug\ntarget = stderr\n");
         kill(d.pid, SIGHUP);
         ck_assert_int_gt(tu_daemon_wait_notify(&d, "RELOADING=1", 2000), 0);
         ck_assert_int_gt(tu_daemon_wait_notify(&d, "READY=1", 2000), 0);
@@ -274,11 +288,11 @@ START_TEST(sighup_reload)
         ck_assert_msg(strstr(d.stderr_buf, "core.runtime_dir"), "stderr: %s", d.stderr_buf);
 
         /* a broken file: the daemon keeps running on the old configuration */
-        tu_write_file(conf, "[core]\nname = c\nbogus = 1\n");
+        tu_write_file(kconf, "[core]\nname = c\nbogus = 1\n");
         kill(d.pid, SIGHUP);
         ck_assert_int_gt(tu_daemon_wait_notify(&d, "READY=1", 2000), 0);
         tu_daemon_pump(&d);
-        _cleanup_free_ char *where = kon_asprintf("%s:3:", conf);
+        _cleanup_free_ char *where = kon_asprintf("%s:3:", kconf);
         ck_assert_msg(strstr(d.stderr_buf, where), "stderr: %s", d.stderr_buf);
         ck_assert_ptr_nonnull(strstr(d.stderr_buf, "keeping the running one"));
 
@@ -294,11 +308,11 @@ END_TEST
 START_TEST(background_mode)
 {
         _cleanup_free_ char *state = state_path("");
-        _cleanup_free_ char *conf = write_conf("bg.conf", "[core]\nname = bg\n[log]\ntarget = stderr\n");
+        _cleanup_free_ char *kconf = write_conf("bg.conf", "[core]\nname = bg\n[log]\ntarget = stderr\n");
         pid_t pid = fork();
         if (pid == 0) {
                 unsetenv("NOTIFY_SOCKET");
-                execl(KONNEKTORD, KONNEKTORD, "--config", conf, "--state-dir", state, (char *)NULL);
+                execl(KONNEKTORD, KONNEKTORD, "--config", kconf, "--state-dir", state, (char *)NULL);
                 _exit(127);
         }
         int st;
@@ -307,7 +321,7 @@ START_TEST(background_mode)
         ck_assert_int_eq(WEXITSTATUS(st), 0);
         /* it is running: the lock is held */
         tu_daemon_t d2;
-        char *args2[] = { "--foreground", "--config", conf, "--state-dir", state, NULL };
+        char *args2[] = { "--foreground", "--config", kconf, "--state-dir", state, NULL };
         ck_assert_int_eq(tu_daemon_spawn(&d2, KONNEKTORD, args2, NULL), 0);
         ck_assert_int_eq(tu_daemon_wait_exit(&d2, 5000), 73);
         tu_daemon_cleanup(&d2);
@@ -332,6 +346,58 @@ START_TEST(background_mode)
 }
 END_TEST
 
+/* As root with core.user set, the daemon runs as that user, owns its state
+ * and cannot regain privileges. */
+START_TEST(drops_root)
+{
+        struct passwd *pw = getpwnam("nobody");
+        _cleanup_free_ char *state = state_path("");
+        tu_daemon_t d;
+
+        if (geteuid() != 0 || !pw) {
+                fprintf(stderr, "drops_root: needs root and user nobody, skipped\n");
+                return;
+        }
+        ck_assert_int_eq(chmod(tmp, 0755), 0); /* nobody must reach the state dir */
+        _cleanup_free_ char *kconf = write_conf("user.conf", "[core]\nuser = nobody\n[log]\ntarget = stderr\n");
+        char *args[] = { "--foreground", "--config", kconf, "--state-dir", state, NULL };
+        ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args, NULL), 0);
+        ck_assert_int_gt(tu_daemon_wait_notify(&d, "READY=1", 5000), 0);
+
+        char path[64], line[256];
+        unsigned uids[4] = { 1, 1, 1, 1 }, nnp = 0;
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)d.pid);
+        FILE *f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        while (fgets(line, sizeof(line), f)) {
+                sscanf(line, "Uid: %u %u %u %u", &uids[0], &uids[1], &uids[2], &uids[3]);
+                sscanf(line, "NoNewPrivs: %u", &nnp);
+        }
+        fclose(f);
+        for (int i = 0; i < 4; i++)
+                ck_assert_uint_eq(uids[i], pw->pw_uid);
+        ck_assert_uint_eq(nnp, 1);
+
+        struct stat st;
+        _cleanup_free_ char *db = state_path("/konnektor.db");
+        ck_assert_int_eq(stat(state, &st), 0);
+        ck_assert_uint_eq(st.st_uid, pw->pw_uid);
+        ck_assert_int_eq(stat(db, &st), 0);
+        ck_assert_uint_eq(st.st_uid, pw->pw_uid);
+        kill(d.pid, SIGTERM);
+        ck_assert_int_eq(tu_daemon_wait_exit(&d, 1000), 0);
+        tu_daemon_cleanup(&d);
+
+        /* an unknown user is refused */
+        _cleanup_free_ char *bad = write_conf("nouser.conf", "[core]\nuser = no-such-user-xyz\n");
+        char *args2[] = { "--foreground", "--config", bad, "--state-dir", state, NULL };
+        ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args2, NULL), 0);
+        ck_assert_int_eq(tu_daemon_wait_exit(&d, 5000), 77);
+        ck_assert_ptr_nonnull(strstr(d.stderr_buf, "no-such-user-xyz"));
+        tu_daemon_cleanup(&d);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
         Suite *s = suite_create("daemon");
@@ -348,6 +414,7 @@ static Suite *daemon_suite(void)
         tcase_add_test(tc, second_instance_refused);
         tcase_add_test(tc, sighup_reload);
         tcase_add_test(tc, background_mode);
+        tcase_add_test(tc, drops_root);
         suite_add_tcase(s, tc);
         return s;
 }

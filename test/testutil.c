@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -76,6 +77,8 @@ int tu_daemon_spawn(tu_daemon_t *d, const char *binary, char *const args[], char
         kon_strlcpy(sa.sun_path, d->notify_path, sizeof(sa.sun_path));
         if (bind(d->notify_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
                 return -errno;
+        /* like systemd's: a daemon that dropped root must still reach it */
+        chmod(d->notify_path, 0777);
         if (pipe2(errpipe, O_CLOEXEC) < 0)
                 return -errno;
         d->spawned_us = kon_now_monotonic_us();

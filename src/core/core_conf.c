@@ -13,8 +13,9 @@ static const kon_conf_key_t core_keys[] = {
           .reloadable = true, .doc = "name of this Konnektor in protocols and reports" },
         { .name = "state_dir", .type = KON_CONF_PATH, .def = KON_LOCALSTATEDIR "/lib/konnektor",
           .doc = "directory of the state store (konnektor.db) and generated keys" },
-        { .name = "runtime_dir", .type = KON_CONF_PATH, .def = "/run/konnektor",
-          .doc = "directory for sockets and other volatile files" },
+        { .name = "runtime_dir", .type = KON_CONF_PATH,
+          .doc = "directory for sockets and other volatile files (default: $RUNTIME_DIRECTORY "
+                 "as set by systemd, else STATE_DIR/run)" },
         { .name = "user", .type = KON_CONF_STRING, .max = 32,
           .doc = "when started as root, switch to this user after opening privileged resources" },
         { .name = "group", .type = KON_CONF_STRING, .max = 32,

@@ -435,7 +435,14 @@ int kon_daemon_run(const kon_daemon_opts_t *opts)
 
         d.state_dir = kon_strdup(opts->state_dir ? opts->state_dir
                                                  : kon_conf_get_str(d.conf, "core", NULL, "state_dir"));
-        d.runtime_dir = kon_strdup(kon_conf_get_str(d.conf, "core", NULL, "runtime_dir"));
+        {
+                const char *rt = kon_conf_get_str(d.conf, "core", NULL, "runtime_dir");
+                const char *sd = getenv("RUNTIME_DIRECTORY"); /* systemd RuntimeDirectory= */
+
+                d.runtime_dir = rt ? kon_strdup(rt)
+                                : sd && sd[0] == '/' ? kon_strdup(sd)
+                                                     : kon_asprintf("%s/run", d.state_dir);
+        }
         d.core.state_dir = d.state_dir;
         d.core.runtime_dir = d.runtime_dir;
 
