@@ -20,11 +20,25 @@ struct kon_core {
         kon_protocol_t *protocol;
         const char *state_dir;     /* absolute */
         const char *runtime_dir;   /* absolute; sockets and other volatile files */
+        struct kon_core_registry *registry; /* services and announcements (core_registry.c) */
 };
+
+/* Free the registry; for whoever owns the kon_core_t (daemon, tests). */
+void kon_core_release(kon_core_t *core);
 
 /* A module tells the core where it serves ("SOAP", "https://127.0.0.1:8443/connector.sds").
  * The daemon prints them once the Konnektor is ready. Main thread only. */
 void kon_core_announce(kon_core_t *core, const char *what, const char *where);
+/* Number of announcements; with what/where non-NULL, the i-th one. */
+size_t kon_core_announcements(kon_core_t *core, const char **what, const char **where, size_t i);
+
+/* Narrow interfaces between modules: a module registers the object its
+ * public header documents (e.g. "ct" -> ct_service_t*) in create(); a module
+ * that depends on it looks it up in its own create() (dependency order
+ * guarantees it exists). Main thread only. -EEXIST for a duplicate name. */
+int kon_core_register(kon_core_t *core, const char *name, void *service);
+void *kon_core_lookup(kon_core_t *core, const char *name);
+void kon_core_unregister(kon_core_t *core, const char *name);
 
 /* The schema of the boot configuration: the core sections followed by
  * those of the compiled-in modules. Terminated by a NULL name. */

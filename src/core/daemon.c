@@ -50,12 +50,6 @@ const kon_conf_section_t *kon_core_conf_schema(void)
         return schema;
 }
 
-typedef struct {
-        char what[64];
-        char where[256];
-} announcement_t;
-
-#define ANNOUNCE_MAX 32
 
 typedef struct {
         kon_core_t core;
@@ -66,21 +60,9 @@ typedef struct {
         char *db_path;
         int lock_fd;
         kon_modules_t *modules;
-        announcement_t announce[ANNOUNCE_MAX];
-        size_t nannounce;
         int ready_pipe;   /* background mode: tell the parent we are up */
 } daemon_t;
 
-void kon_core_announce(kon_core_t *core, const char *what, const char *where)
-{
-        daemon_t *d = (daemon_t *)core; /* core is the first member */
-
-        if (d->nannounce == ANNOUNCE_MAX)
-                return;
-        kon_strlcpy(d->announce[d->nannounce].what, what, sizeof(d->announce[0].what));
-        kon_strlcpy(d->announce[d->nannounce].where, where, sizeof(d->announce[0].where));
-        d->nannounce++;
-}
 
 static void apply_log_config(const kon_conf_t *c)
 {
@@ -365,10 +347,13 @@ static void report_ready(daemon_t *d, uint64_t started_us)
         kon_notice("konnektord %s ready in %llu ms (pid %ld)", PACKAGE_VERSION, (unsigned long long)ms,
                    (long)getpid());
         kon_notice("  state store: %s", d->db_path);
-        if (d->nannounce == 0)
+        if (kon_core_announcements(&d->core, NULL, NULL, 0) == 0)
                 kon_notice("  no network services are enabled in this configuration");
-        for (size_t i = 0; i < d->nannounce; i++)
-                kon_notice("  %s: %s", d->announce[i].what, d->announce[i].where);
+        for (size_t i = 0; kon_core_announcements(&d->core, NULL, NULL, i) > i; i++) {
+                const char *what, *where;
+                kon_core_announcements(&d->core, &what, &where, i);
+                kon_notice("  %s: %s", what, where);
+        }
         (void)sd_notifyf(0, "READY=1\nSTATUS=Running\nMAINPID=%lu", (unsigned long)getpid());
         if (d->ready_pipe >= 0) {
                 (void)!write(d->ready_pipe, "R", 1);
@@ -397,6 +382,7 @@ static void teardown(daemon_t *d)
                 close(d->lock_fd);
         if (d->ready_pipe >= 0)
                 close(d->ready_pipe);
+        kon_core_release(&d->core);
         kon_conf_free(d->conf);
         free(d->state_dir);
         free(d->runtime_dir);
