@@ -24,10 +24,12 @@
 #include "config.h"
 #include "daemon.h"
 #include "konnektor/core.h"
+#include "konnektor/ct.h"
 
 /* The compiled-in modules. Later modules (ct, card, soap, ...) add one line
  * here and their configuration sections come with them. */
 static const kon_module_t *const builtin_modules[] = {
+        &kon_ct_module,
         NULL
 };
 
