@@ -976,8 +976,19 @@ START_TEST(test_shipped_config)
         char msg[600];
         int r;
 
-        r = kon_conf_load(path, kon_core_conf_sections, &c, &e);
+        char *text = NULL, *cut;
+        size_t len = 0;
+
+        /* the core part of the demo; the module sections after it are
+         * checked by konnektord --check-config (test-config-examples.sh) */
+        ck_assert_int_eq(kon_read_file(path, 1u << 20, &text, &len), 0);
+        cut = strstr(text, "\n# Card terminals");
+        ck_assert_ptr_nonnull(cut);
+        cut[1] = '\0';
+        r = kon_conf_parse(path, KON_SRCDIR "/conf", text, strlen(text), kon_core_conf_sections, &c, &e);
+        free(text);
         ck_assert_msg(r == 0, "%s", kon_conf_error_string(&e, msg, sizeof(msg)));
+        ck_assert(kon_conf_get_bool(c, "core", NULL, "test_pki"));
         ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "name"), "konnektor-demo");
         ck_assert_str_eq(kon_conf_get_str(c, "core", NULL, "state_dir"), KON_SRCDIR "/conf/../demo-state");
         ck_assert_ptr_null(kon_conf_get_str(c, "core", NULL, "runtime_dir"));
@@ -988,7 +999,6 @@ START_TEST(test_shipped_config)
         ck_assert_int_eq(kon_conf_get_int(c, "protocol", NULL, "max_entries"), 100000);
         ck_assert(kon_conf_get_int(c, "protocol", NULL, "max_age") == 90 * DAY_MS);
         ck_assert(kon_conf_get_bool(c, "protocol", NULL, "mirror_to_log"));
-        ck_assert_str_eq(kon_conf_path(c), path);
         kon_conf_free(c);
 }
 END_TEST

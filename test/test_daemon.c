@@ -29,11 +29,21 @@ static void setup(void)
         _cleanup_free_ char *demo = tu_read_file(DEMO_CONF);
         char *user;
 
+        char *cut;
+
         tmp = tu_mkdtemp("daemon");
         ck_assert_ptr_nonnull(demo);
         user = strstr(demo, "\nuser = ");
         ck_assert_ptr_nonnull(user);
         user[1] = '#';
+        /* the core part only: no test PKI, no terminals (demo_terminals
+         * runs the whole demo) */
+        user = strstr(demo, "\ntest_pki = ");
+        ck_assert_ptr_nonnull(user);
+        user[1] = '#';
+        cut = strstr(demo, "\n# Card terminals");
+        ck_assert_ptr_nonnull(cut);
+        cut[1] = '\0';
         conf = kon_asprintf("%s/demo.conf", tmp);
         tu_write_file(conf, demo);
 }
@@ -398,6 +408,56 @@ START_TEST(drops_root)
 }
 END_TEST
 
+/* The whole demo: emulated terminals pair with the ct module, a card put in
+ * with kt-ctl shows up as CARD/INSERTED in the protocol. */
+START_TEST(demo_terminals)
+{
+        _cleanup_free_ char *demo = tu_read_file(DEMO_CONF);
+        _cleanup_free_ char *state = state_path("");
+        _cleanup_free_ char *pki = state_path("/pki");
+        _cleanup_free_ char *kconf = kon_asprintf("%s/conf/demo.conf", tmp);
+        _cleanup_free_ char *confdir = kon_asprintf("%s/conf", tmp);
+        _cleanup_free_ char *sock = state_path("/run/KT1.sock");
+        char *user = strstr(demo, "\nuser = ");
+        tu_daemon_t d;
+
+        user[1] = '#';
+        /* the cards and the generator are found relative to the file */
+        ck_assert_int_eq(mkdir(confdir, 0755), 0);
+        _cleanup_free_ char *cards = kon_asprintf("%s/cards", confdir);
+        _cleanup_free_ char *certs = kon_asprintf("%s/certs", tmp);
+        ck_assert_int_eq(symlink(KON_SRCDIR "/conf/cards", cards), 0);
+        ck_assert_int_eq(symlink(KON_SRCDIR "/certs", certs), 0);
+        tu_write_file(kconf, demo);
+        /* the build's test PKI stands in for the first-start generation */
+        ck_assert_int_eq(mkdir(state, 0700), 0);
+        ck_assert_int_eq(symlink(KON_BUILDDIR "/pki", pki), 0);
+
+        char *args[] = { "--foreground", "--config", kconf, "--state-dir", state, NULL };
+        ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args, NULL), 0);
+        ck_assert_msg(tu_daemon_wait_notify(&d, "READY=1", 5000) > 0, "%s", d.stderr_buf);
+        ck_assert_ptr_nonnull(strstr(d.stderr_buf, "kt-ctl"));
+        for (int i = 0; i < 100 && count_protocol("CT/CONNECTED") < 2; i++)
+                usleep(50000);
+        ck_assert_int_eq(count_protocol("CT/CONNECTED"), 2);
+        /* the SMC-B of the demo configuration sits in KT1 slot 4 */
+        ck_assert_int_eq(count_protocol("CARD/INSERTED"), 1);
+
+        _cleanup_free_ char *cmd = kon_asprintf("%s %s insert 1 %s/conf/cards/egk-pruefkarte.card >/dev/null",
+                                                TU_BUILD("kt-ctl"), sock, KON_SRCDIR);
+        ck_assert_int_eq(system(cmd), 0);
+        for (int i = 0; i < 100 && count_protocol("CARD/INSERTED") < 2; i++)
+                usleep(50000);
+        ck_assert_int_eq(count_protocol("CARD/INSERTED"), 2);
+        tu_daemon_pump(&d);
+        ck_assert_msg(strstr(d.stderr_buf, "KVNR=P100000005"), "%s", d.stderr_buf);
+
+        kill(d.pid, SIGTERM);
+        ck_assert_int_eq(tu_daemon_wait_exit(&d, 2000), 0);
+        tu_daemon_cleanup(&d);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
         Suite *s = suite_create("daemon");
@@ -415,6 +475,7 @@ static Suite *daemon_suite(void)
         tcase_add_test(tc, sighup_reload);
         tcase_add_test(tc, background_mode);
         tcase_add_test(tc, drops_root);
+        tcase_add_test(tc, demo_terminals);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -20,6 +20,7 @@ struct kon_core {
         kon_protocol_t *protocol;
         const char *state_dir;     /* absolute */
         const char *runtime_dir;   /* absolute; sockets and other volatile files */
+        const char *pki_dir;       /* the generated test PKI (core.test_pki), else NULL */
         struct kon_core_registry *registry; /* services and announcements (core_registry.c) */
 };
 

@@ -107,4 +107,9 @@ int ct_output(ct_service_t *ct, const char *ctid, const char *text, ct_response_
 int ct_verify_pin(ct_service_t *ct, const char *ctid, unsigned slot, uint8_t pwd_ref, bool change,
                   uint32_t timeout_ms, ct_response_cb cb, void *ud);
 
+/* Forget every pending command whose callback data is ud: after this
+ * returns none of their callbacks runs (a command already sent is still
+ * answered by the terminal; the answer is dropped). */
+void ct_cancel(ct_service_t *ct, void *ud);
+
 #endif

@@ -20,6 +20,11 @@ static const kon_conf_key_t core_keys[] = {
           .doc = "when started as root, switch to this user after opening privileged resources" },
         { .name = "group", .type = KON_CONF_STRING, .max = 32,
           .doc = "group to switch to (default: the user's primary group)" },
+        { .name = "test_pki", .type = KON_CONF_BOOL, .def = "no",
+          .doc = "generate a test PKI into STATE_DIR/pki at first start and use it for every "
+                 "identity not configured explicitly (demo and labs; never for real TI use)" },
+        { .name = "test_pki_generator", .type = KON_CONF_PATH, .def = KON_DATADIR "/gen-test-pki.sh",
+          .doc = "the test PKI generator script (certs/gen-test-pki.sh)" },
         { .name = NULL }
 };
 

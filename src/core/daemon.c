@@ -19,17 +19,22 @@
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
 #include "daemon.h"
 #include "konnektor/core.h"
+#include "konnektor/card.h"
 #include "konnektor/ct.h"
+#include "konnektor/ktemu_module.h"
 
 /* The compiled-in modules. Later modules (ct, card, soap, ...) add one line
  * here and their configuration sections come with them. */
 static const kon_module_t *const builtin_modules[] = {
+        &kon_emulated_terminals_module,
         &kon_ct_module,
+        &kon_card_module,
         NULL
 };
 
@@ -60,6 +65,7 @@ typedef struct {
         char *state_dir;
         char *runtime_dir;
         char *db_path;
+        char *pki_dir;
         int lock_fd;
         kon_modules_t *modules;
         int ready_pipe;   /* background mode: tell the parent we are up */
@@ -235,6 +241,41 @@ static int open_store(daemon_t *d)
         return 0;
 }
 
+/* core.test_pki: the demo's identities come from a test PKI generated into
+ * the state directory at first start, by the service user, so its private
+ * keys are readable by the daemon and by nobody else. */
+static int ensure_test_pki(daemon_t *d)
+{
+        const char *gen = kon_conf_get_str(d->conf, "core", NULL, "test_pki_generator");
+        _cleanup_free_ char *marker = NULL;
+        pid_t pid;
+        int status;
+
+        d->pki_dir = kon_asprintf("%s/pki", d->state_dir);
+        marker = kon_asprintf("%s/.complete", d->pki_dir);
+        if (access(marker, R_OK) == 0) {
+                d->core.pki_dir = d->pki_dir;
+                return 0;
+        }
+        kon_notice("generating the test PKI into %s (first start; takes a few seconds)", d->pki_dir);
+        pid = fork();
+        if (pid < 0)
+                return kon_log_errno(LOG_ERR, errno, "cannot start %s: %m", gen);
+        if (pid == 0) {
+                execl("/bin/sh", "sh", gen, "--out", d->pki_dir, "--quiet", (char *)NULL);
+                _exit(127);
+        }
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                kon_err("test PKI generator %s failed (exit status %d)", gen,
+                        WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+                return -EIO;
+        }
+        d->core.pki_dir = d->pki_dir;
+        return 0;
+}
+
 static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *ud)
 {
         (void)ud;
@@ -389,6 +430,7 @@ static void teardown(daemon_t *d)
         free(d->state_dir);
         free(d->runtime_dir);
         free(d->db_path);
+        free(d->pki_dir);
 }
 
 int kon_daemon_run(const kon_daemon_opts_t *opts)
@@ -461,6 +503,10 @@ int kon_daemon_run(const kon_daemon_opts_t *opts)
         }
         if (take_lock(&d) < 0) {
                 code = KON_EXIT_CANTCREAT;
+                goto out;
+        }
+        if (kon_conf_get_bool(d.conf, "core", NULL, "test_pki") && ensure_test_pki(&d) < 0) {
+                code = KON_EXIT_SOFTWARE;
                 goto out;
         }
         r = open_store(&d);

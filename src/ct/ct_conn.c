@@ -396,6 +396,24 @@ static void submit_step(ct_term_t *t, sicct_buf_t *b, uint32_t timeout_ms,
         send_next(t);
 }
 
+void ct_conn_cancel(ct_term_t *t, void *ud)
+{
+        if (t->inflight && t->inflight->cb && t->inflight->ud == ud)
+                t->inflight->cb = NULL; /* its answer is dropped */
+        for (ct_req_t **p = &t->queue; *p;) {
+                ct_req_t *r = *p;
+                if (r->cb && r->ud == ud) {
+                        *p = r->next;
+                        req_free(r);
+                } else {
+                        p = &r->next;
+                }
+        }
+        t->queue_tail = &t->queue;
+        while (*t->queue_tail)
+                t->queue_tail = &(*t->queue_tail)->next;
+}
+
 int ct_conn_submit(ct_term_t *t, uint16_t addr, const uint8_t *body, size_t len, uint32_t timeout_ms,
                    ct_response_cb cb, void *ud)
 {
@@ -431,7 +449,9 @@ static int on_keepalive(sd_event_source *s, uint64_t usec, void *ud)
         ct_req_t *r;
 
         (void)usec;
+        /* time sources are one-shot: re-arm for the next interval */
         (void)sd_event_source_set_time_relative(s, t->svc->keepalive_interval_us);
+        (void)sd_event_source_set_enabled(s, SD_EVENT_ON);
         if (t->inflight || t->queue)
                 return 0; /* traffic is flowing; its timeouts watch the terminal */
         if (sicct_get_status_build(SICCT_FU_CT, 0x80, &b) < 0) {

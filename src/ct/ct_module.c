@@ -153,6 +153,12 @@ int ct_unpair(ct_service_t *ct, const char *ctid)
         return 0;
 }
 
+void ct_cancel(ct_service_t *ct, void *ud)
+{
+        for (size_t i = 0; i < ct->nterms; i++)
+                ct_conn_cancel(ct->terms[i], ud);
+}
+
 void ct_set_listener(ct_service_t *ct, const ct_listener_t *l, void *ud)
 {
         ct->listener = l ? *l : (ct_listener_t){ 0 };
@@ -268,6 +274,17 @@ static int tls_setup(ct_service_t *svc, const kon_conf_t *c, char *err)
         const char *cert = kon_conf_get_str(c, "ct", NULL, "client_cert");
         const char *key = kon_conf_get_str(c, "ct", NULL, "client_key");
         const char *ca = kon_conf_get_str(c, "ct", NULL, "ca_file");
+        _cleanup_free_ char *pcert = NULL, *pkey = NULL, *pca = NULL;
+
+        /* core.test_pki: the generated identities stand in for unset keys */
+        if (svc->core->pki_dir) {
+                pcert = kon_asprintf("%s/konnektor-ct-ecc-chain.pem", svc->core->pki_dir);
+                pkey = kon_asprintf("%s/private/konnektor-ct-ecc.key", svc->core->pki_dir);
+                pca = kon_asprintf("%s/ca-bundle.pem", svc->core->pki_dir);
+                cert = cert ? cert : pcert;
+                key = key ? key : pkey;
+                ca = ca ? ca : pca;
+        }
 
         if (!cert || !key || !ca) {
                 snprintf(err, KON_MODULE_ERROR_MAX,

@@ -85,6 +85,7 @@ void ct_conn_close(ct_term_t *t, const char *why, bool retry);
 int ct_conn_submit(ct_term_t *t, uint16_t addr, const uint8_t *body, size_t len, uint32_t timeout_ms,
                    ct_response_cb cb, void *ud);
 void ct_conn_pair_confirmed(ct_term_t *t);
+void ct_conn_cancel(ct_term_t *t, void *ud);
 
 /* ct_store.c */
 int ct_store_migrate(kon_store_t *s, char **errmsg);
