@@ -457,7 +457,7 @@ START_TEST(card_inserted_event)
         ck_assert_int_eq(ktemu_insert(emu, 3, KON_SRCDIR "/conf/cards/egk-pruefkarte.card", err, sizeof(err)), 0);
         ck_assert(RUN_UNTIL(loop, 5000, count_topic(&k, "CARD/INSERTED") == 1));
         const char *p = find_card(&k, "CARD/INSERTED");
-        fprintf(stderr, "CARD/INSERTED: %s\n", p);
+        ck_assert_ptr_nonnull(p);
         ck_assert_ptr_nonnull(strstr(p, "CardType=EGK;"));
         ck_assert_ptr_nonnull(strstr(p, "CtID=KT1;"));
         ck_assert_ptr_nonnull(strstr(p, "SlotID=3;"));

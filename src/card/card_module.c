@@ -13,7 +13,7 @@ static const char *const card_deps[] = { "ct", NULL };
 void card_publish(card_t *c, const char *topic)
 {
         kon_event_t *e = kon_event_new(topic, KON_EVT_OPERATION, KON_SEV_INFO);
-        char slot[8], ts[KON_TIMESTAMP_MAX];
+        char slot[12], ts[KON_TIMESTAMP_MAX];
 
         if (!e)
                 return;

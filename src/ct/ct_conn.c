@@ -220,7 +220,7 @@ static void handle_event(ct_term_t *t, const sicct_msg_t *m)
                 case SICCT_EVT_CARD_INSERTED:
                 case SICCT_EVT_CARD_REMOVED: {
                         bool in = ev[i].tag == SICCT_EVT_CARD_INSERTED;
-                        char s[8];
+                        char s[12];
                         if (slot < 1 || slot > t->info.slots || slot > CT_SLOTS_MAX)
                                 break;
                         t->info.slot_state[slot - 1] = in ? SICCT_ICCSB_PRESENT : SICCT_ICCSB_ABSENT;
@@ -505,7 +505,7 @@ static void step_slots(ct_term_t *t, int err, const uint8_t *resp, size_t len)
                 t->info.slot_state[i] = i < n ? iccsb[i] : SICCT_ICCSB_ABSENT;
                 if (was == now && !(first && now))
                         continue;
-                char s[8];
+                char s[12];
                 snprintf(s, sizeof(s), "%u", i + 1);
                 ct_publish(t, now ? "CT/SLOT_IN_USE" : "CT/SLOT_FREE", KON_SEV_INFO, "SlotID", s);
                 if (t->svc->listener.slot_changed)

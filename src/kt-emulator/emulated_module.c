@@ -163,7 +163,7 @@ static int emulated_start(void *priv, char *err)
                         return r;
                 }
                 for (unsigned s = 1; s <= 4; s++) {
-                        char k[8];
+                        char k[16];
                         snprintf(k, sizeof(k), "slot%u", s);
                         const char *card = kon_conf_get_str(c, "emulated_terminal", id, k);
                         if (card && ktemu_insert(m->emus[i], s, card, e, sizeof(e)) < 0)
