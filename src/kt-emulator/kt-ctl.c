@@ -8,6 +8,8 @@
  * for test scripts, so it never waits longer than 10 seconds.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,6 +42,17 @@ int main(int argc, char **argv)
                 return 2;
         }
         for (int i = 2; i < argc; i++) {
+                /* the terminal runs elsewhere (another cwd, maybe inside
+                 * konnektord): a card file given relative to ours must be
+                 * made absolute before it travels */
+                char abs[PATH_MAX];
+                if (i == 4 && strcmp(argv[2], "insert") == 0 && argv[i][0] != '/') {
+                        if (!realpath(argv[i], abs)) {
+                                fprintf(stderr, "kt-ctl: %s: %s\n", argv[i], strerror(errno));
+                                return 1;
+                        }
+                        argv[i] = abs;
+                }
                 size_t n = strlen(argv[i]);
 
                 if (pos + n + 1 > LINE_MAX_BYTES || strchr(argv[i], '\n')) {
