@@ -11,7 +11,16 @@
  * disconnected and reconnected with backoff. At most one connection per
  * terminal.
  *
+ * Terminal discovery ([ct] discovery = yes): a SICCT discovery request
+ * (UDP, A0) at start and every discovery_interval, and a listener for
+ * unsolicited announcements (A1). A terminal seen for the first time is
+ * added with CtID "CT_" + its MAC as 12 upper-case hex digits without
+ * separators (MAC 00-11-22-AA-BB-CC -> "CT_001122AABBCC"), unless a
+ * [terminal] section names the same MAC: that terminal keeps its CtID.
+ * Discovered terminals are connected and paired like configured ones.
+ *
  * Bus events: CT/CONNECTED, CT/DISCONNECTED (CtID, Hostname),
+ * CT/DISCOVERED (CtID, Name, IPAddress, MacAddress, Port),
  * CT/SLOT_IN_USE, CT/SLOT_FREE (CtID, SlotID), CT/TLS_ESTABLISHMENT_FAILURE,
  * CT/ERROR (CtID, Error), CT/PAIRING/NEEDS_CONFIRMATION (CtID,
  * Fingerprint). Card-level events (CARD/INSERTED ...) come from the card
@@ -78,6 +87,38 @@ int ct_get(ct_service_t *ct, const char *ctid, ct_terminal_info_t *ret); /* -ENO
 int ct_pair(ct_service_t *ct, const char *ctid, const char *fingerprint);
 /* Forget the pairing; the connection is closed. */
 int ct_unpair(ct_service_t *ct, const char *ctid);
+
+/* Moving a pairing to a replacement Konnektor. Export hands out the
+ * shared secret ShS.KT.AUT and the terminal certificate stored at pairing
+ * (*ret_cert_pem is the caller's to free; wipe ret_secret after use):
+ * -ENOENT unknown terminal, -ENODATA not paired. Import stores them for a
+ * terminal (it need not be in the table yet: a terminal discovered later
+ * with that CtID picks the pairing up), marked "imported": our TLS key is
+ * unknown to the terminal, so the first VALIDATE refused with 6900 runs
+ * ADD (phase 1 challenge, phase 2 SHA-256(challenge || secret)) and
+ * VALIDATE again. Once a VALIDATE succeeds the mark is cleared; from then
+ * on a refused VALIDATE rejects the terminal as for any pairing (a
+ * terminal that forgot us is never re-added silently). Replaces an
+ * existing pairing of ctid. -EINVAL bad CtID or certificate, -EIO store. */
+int ct_export_pairing(ct_service_t *ct, const char *ctid, uint8_t ret_secret[16], char **ret_cert_pem);
+int ct_import_pairing(ct_service_t *ct, const char *ctid, const uint8_t secret[16], const char *cert_pem);
+
+/* Discovery counters and the bound UDP ports (0 when off). */
+typedef struct {
+        uint64_t requests;          /* requests sent */
+        uint64_t responses;         /* valid A1 answers to a request */
+        uint64_t announcements;     /* valid A1 outside a request window or on the announcement port */
+        uint64_t discovered;        /* terminals added to the table */
+        uint64_t moved;             /* address changes of known terminals */
+        uint64_t ignored;           /* malformed, unexpected or late packets */
+        uint64_t over_limit;        /* new terminals not added: table full */
+        uint16_t reply_port;
+        uint16_t announcement_port;
+} ct_discovery_stats_t;
+void ct_discovery_stats(ct_service_t *ct, ct_discovery_stats_t *ret);
+/* Send a discovery request now (admin "search for terminals"); the cycle
+ * timer is not moved. -ENOTCONN when discovery is off. */
+int ct_discover_now(ct_service_t *ct);
 
 /* Slot change notifications for the card module. */
 typedef struct {

@@ -10,6 +10,18 @@
  * TUC_KON_053 (pair): INIT CT SESSION -> VALIDATE, or CREATE for a new
  * pairing -> GET STATUS (D7 version DO, slots) -> CT/CONNECTED.
  *
+ * Replacement Konnektor (ADD, the TUC_KON_053 variant for a Konnektor
+ * that has the shared secret but whose TLS key the terminal has never
+ * seen): VALIDATE is refused with 6900 because the terminal finds no
+ * pairing block for our key. If, and only if, the pairing is marked
+ * imported (ct_import_pairing) and was never validated by us, we run ADD
+ * phase 1 (a 32-byte challenge from the terminal) and phase 2
+ * (SHA-256(challenge || secret)), then VALIDATE again. Once per
+ * connection: a second refusal rejects the terminal. A pairing this
+ * Konnektor created or validated itself never leads to ADD: a terminal
+ * that forgot it (factory reset, pairing deleted there) must be re-paired
+ * with the user's confirmation, not re-added silently by us.
+ *
  * Pairing signature (CREATE): the terminal signs the shared secret with its
  * SM-KT key. gemSpec_Krypt A_17090 fixes the algorithm; our choice until
  * it is confirmed, shared with kt-emulator: RSASSA-PSS/SHA-256 over the
@@ -33,6 +45,7 @@
 static void term_fail(ct_term_t *t, const char *why);
 static void send_next(ct_term_t *t);
 static void after_session(ct_term_t *t);
+static void send_add_challenge(ct_term_t *t);
 
 /* ---- helpers --------------------------------------------------------- */
 
@@ -104,6 +117,7 @@ void ct_conn_close(ct_term_t *t, const char *why, bool retry)
                 close(t->fd);
         t->fd = -1;
         t->handshake_done = false;
+        t->add_done = false;
         sicct_reader_free(t->reader);
         t->reader = NULL;
         free(t->out);
@@ -146,6 +160,16 @@ void ct_conn_close(ct_term_t *t, const char *why, bool retry)
 static void term_fail(ct_term_t *t, const char *why)
 {
         ct_conn_close(t, why, true);
+}
+
+void ct_conn_restart(ct_term_t *t, const char *why)
+{
+        t->retry = sd_event_source_disable_unref(t->retry);
+        ct_conn_close(t, why, false);
+        if (t->info.state == CT_STATE_REJECTED)
+                t->info.state = CT_STATE_DISCONNECTED; /* new facts: try again */
+        t->backoff_s = 0;
+        ct_conn_start(t);
 }
 
 /* Identity or pairing check failed: no automatic retry (a re-keyed or
@@ -540,6 +564,77 @@ static void step_version(ct_term_t *t, int err, const uint8_t *resp, size_t len)
         submit_step(t, &b, 0, step_slots);
 }
 
+static void send_validate(ct_term_t *t);
+
+static void step_add_response(ct_term_t *t, int err, const uint8_t *resp, size_t len)
+{
+        char why[128];
+
+        if (err < 0)
+                return;
+        if (sw_of(resp, len) != 0x9000) {
+                /* 6400: no block with our secret; 6900: challenge expired */
+                snprintf(why, sizeof(why), "terminal refused ADD of the imported pairing (SW %04X %s)",
+                         sw_of(resp, len), sicct_sw_name(sw_of(resp, len)));
+                term_reject(t, why);
+                return;
+        }
+        kon_info("ct %s: our key was added to the terminal's pairing block", t->info.ctid);
+        send_validate(t);
+}
+
+static void step_add_challenge(ct_term_t *t, int err, const uint8_t *resp, size_t len)
+{
+        uint8_t hash[SICCT_ETA_HASH_LEN];
+        unsigned int hl = 0;
+        sicct_buf_t b = SICCT_BUF_INIT;
+        EVP_MD_CTX *md;
+        char why[96];
+
+        if (err < 0)
+                return;
+        if (sw_of(resp, len) != 0x9000 || len - 2 != sizeof(t->challenge)) {
+                snprintf(why, sizeof(why), "terminal refused the ADD challenge (SW %04X, %zu bytes)",
+                         sw_of(resp, len), len - 2);
+                term_reject(t, why);
+                return;
+        }
+        md = EVP_MD_CTX_new();
+        if (!md)
+                kon_oom();
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+        EVP_DigestUpdate(md, resp, len - 2);
+        EVP_DigestUpdate(md, t->secret, CT_SECRET_LEN);
+        EVP_DigestFinal_ex(md, hash, &hl);
+        EVP_MD_CTX_free(md);
+        if (sicct_eta_add_response_build(hash, &b) < 0) {
+                OPENSSL_cleanse(hash, sizeof(hash));
+                sicct_buf_done(&b);
+                term_fail(t, "cannot build ADD phase 2");
+                return;
+        }
+        OPENSSL_cleanse(hash, sizeof(hash));
+        submit_step(t, &b, 0, step_add_response);
+}
+
+/* ADD phase 1. Phase 2 must be the very next command (any other one ends
+ * the terminal's EXPECT CHALLENGE RESPONSE state, as do 30 s): it is, as
+ * nothing but these steps is sent before the terminal is connected. */
+static void send_add_challenge(ct_term_t *t)
+{
+        sicct_buf_t b = SICCT_BUF_INIT;
+
+        t->add_done = true;
+        kon_notice("ct %s: terminal does not know our key; adding it with the imported pairing (ADD)",
+                   t->info.ctid);
+        if (sicct_eta_add_challenge_build(sizeof(t->challenge), &b) < 0) {
+                sicct_buf_done(&b);
+                term_fail(t, "cannot build ADD phase 1");
+                return;
+        }
+        submit_step(t, &b, 0, step_add_challenge);
+}
+
 static void step_validated(ct_term_t *t, int err, const uint8_t *resp, size_t len)
 {
         uint8_t expect[SICCT_ETA_HASH_LEN];
@@ -549,8 +644,13 @@ static void step_validated(ct_term_t *t, int err, const uint8_t *resp, size_t le
 
         if (err < 0)
                 return;
+        if (sw_of(resp, len) == 0x6900 && t->imported && !t->add_done) {
+                send_add_challenge(t);
+                return;
+        }
         if (sw_of(resp, len) != 0x9000 || len != SICCT_ETA_HASH_LEN + 2) {
-                term_reject(t, "terminal does not know our pairing (VALIDATE refused)");
+                term_reject(t, t->add_done ? "terminal refused VALIDATE after ADD"
+                                           : "terminal does not know our pairing (VALIDATE refused)");
                 return;
         }
         md = EVP_MD_CTX_new();
@@ -564,6 +664,15 @@ static void step_validated(ct_term_t *t, int err, const uint8_t *resp, size_t le
         if (CRYPTO_memcmp(expect, resp, SICCT_ETA_HASH_LEN) != 0) {
                 term_reject(t, "pairing secret does not match (VALIDATE)");
                 return;
+        }
+        if (t->imported) {
+                /* validated once: from now on an ordinary pairing */
+                if (ct_store_set_imported(t->svc, t->info.ctid, false) < 0)
+                        kon_warn("ct %s: cannot clear the imported mark of the pairing", t->info.ctid);
+                t->imported = false;
+                kon_notice("ct %s: imported pairing validated%s", t->info.ctid, t->add_done ? " after ADD" : "");
+                if (t->add_done)
+                        ct_publish(t, "CT/PAIRING/ADDED", KON_SEV_INFO, "Fingerprint", t->info.fingerprint);
         }
         if (sicct_get_status_build(SICCT_FU_CT, 0x46, &b) < 0) {
                 sicct_buf_done(&b);
@@ -662,6 +771,7 @@ static void step_created(ct_term_t *t, int err, const uint8_t *resp, size_t len)
         }
         memcpy(t->secret, t->pending_secret, CT_SECRET_LEN);
         OPENSSL_cleanse(t->pending_secret, sizeof(t->pending_secret));
+        t->imported = false; /* our own pairing now (ct_store_save wrote imported = 0) */
         free(t->paired_cert_pem);
         t->paired_cert_pem = pem;
         t->paired = true;

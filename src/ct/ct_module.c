@@ -1,5 +1,6 @@
 /* The ct module: configuration, the terminal table and the public calls.
- * The life of each connection is in ct_conn.c, pairings in ct_store.c. */
+ * The life of each connection is in ct_conn.c, pairings in ct_store.c,
+ * UDP discovery in ct_discovery.c. */
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -30,6 +31,20 @@ static const kon_conf_key_t ct_keys[] = {
         { .name = "auto_pair", .type = KON_CONF_BOOL, .def = "no",
           .doc = "pair with any terminal whose certificate chains to ca_file without the admin's "
                  "confirmation (demo and test labs only)" },
+        { .name = "discovery", .type = KON_CONF_BOOL, .def = "no",
+          .doc = "find terminals by SICCT UDP service discovery and announcements" },
+        { .name = "discovery_port", .type = KON_CONF_INT, .def = "4742", .min = 1, .max = 65535,
+          .doc = "CTM_SERVICE_DISCOVERY_PORT: UDP port discovery requests are sent to" },
+        { .name = "discovery_address", .type = KON_CONF_STRING, .def = "255.255.255.255", .max = 15,
+          .doc = "IPv4 address discovery requests are sent to (broadcast, or one terminal's address)" },
+        { .name = "discovery_interval", .type = KON_CONF_DURATION, .def = "10m", .min = 1 * SEC,
+          .max = 24 * 3600 * SEC, .doc = "CTM_SERVICE_DISCOVERY_CYCLE: a discovery request this often" },
+        { .name = "discovery_timeout", .type = KON_CONF_DURATION, .def = "3s", .min = 100, .max = 60 * SEC,
+          .doc = "CTM_SERVICE_DISCOVERY_TIMEOUT: how long answers to a request are accepted" },
+        { .name = "announcement_port", .type = KON_CONF_INT, .def = "4742", .min = 0, .max = 65535,
+          .doc = "CTM_SERVICE_ANNOUNCEMENT_PORT: UDP port to listen on for terminal announcements; 0 = off" },
+        { .name = "discovery_reply_port", .type = KON_CONF_INT, .def = "0", .min = 0, .max = 65535,
+          .doc = "our UDP port named in requests for the answers; 0 = any free port" },
         { .name = NULL }
 };
 
@@ -69,6 +84,33 @@ ct_term_t *ct_find(ct_service_t *svc, const char *ctid)
                 if (strcmp(svc->terms[i]->info.ctid, ctid) == 0)
                         return svc->terms[i];
         return NULL;
+}
+
+ct_term_t *ct_term_add(ct_service_t *svc, const char *ctid, const char **err)
+{
+        ct_term_t *t;
+
+        if (svc->nterms >= CT_TERMINALS_MAX) {
+                *err = "too many card terminals";
+                return NULL;
+        }
+        t = kon_calloc(1, sizeof(*t));
+        t->svc = svc;
+        t->fd = -1;
+        t->queue_tail = &t->queue;
+        kon_strlcpy(t->info.ctid, ctid, sizeof(t->info.ctid));
+        kon_strlcpy(t->info.name, ctid, sizeof(t->info.name));
+        svc->terms[svc->nterms++] = t;
+        if (ct_store_load(svc, t) < 0) {
+                /* unpaired would be wrong (auto_pair could replace the
+                 * pairing): leave it out */
+                svc->terms[--svc->nterms] = NULL;
+                free(t->paired_cert_pem);
+                free(t);
+                *err = "cannot read the pairing";
+                return NULL;
+        }
+        return t;
 }
 
 void ct_publish(ct_term_t *t, const char *topic, kon_severity_t sev, const char *key, const char *value)
@@ -150,6 +192,61 @@ int ct_unpair(ct_service_t *ct, const char *ctid)
         t->info.state = CT_STATE_DISCONNECTED;
         ct_conn_close(t, "unpaired by the admin", true);
         ct_publish(t, "CT/UNPAIRED", KON_SEV_INFO, NULL, NULL);
+        return 0;
+}
+
+int ct_export_pairing(ct_service_t *ct, const char *ctid, uint8_t ret_secret[16], char **ret_cert_pem)
+{
+        ct_term_t *t = ct_find(ct, ctid);
+
+        if (!t)
+                return -ENOENT;
+        if (!t->paired || !t->paired_cert_pem)
+                return -ENODATA;
+        memcpy(ret_secret, t->secret, CT_SECRET_LEN);
+        *ret_cert_pem = kon_strdup(t->paired_cert_pem);
+        return 0;
+}
+
+int ct_import_pairing(ct_service_t *ct, const char *ctid, const uint8_t secret[16], const char *cert_pem)
+{
+        char fp[CT_FINGERPRINT_MAX] = "";
+        ct_term_t *t;
+        X509 *x;
+        BIO *bio;
+        int r;
+
+        if (!ctid || !ctid[0] || strlen(ctid) > CT_ID_MAX || !secret || !cert_pem)
+                return -EINVAL;
+        /* the certificate is compared with the terminal's at every
+         * connection: it must be one, and only one is kept */
+        bio = BIO_new_mem_buf(cert_pem, -1);
+        if (!bio)
+                kon_oom();
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+        ERR_clear_error();
+        if (!x)
+                return -EINVAL;
+        ct_fingerprint(x, fp);
+        X509_free(x);
+        if (!fp[0])
+                return -EINVAL;
+        r = ct_store_put(ct, ctid, secret, cert_pem, fp, true);
+        if (r < 0)
+                return r;
+        kon_notice("ct %s: pairing imported (%s)", ctid, fp);
+        t = ct_find(ct, ctid);
+        if (!t)
+                return 0; /* picked up when the terminal is discovered */
+        memcpy(t->secret, secret, CT_SECRET_LEN);
+        free(t->paired_cert_pem);
+        t->paired_cert_pem = kon_strdup(cert_pem);
+        kon_strlcpy(t->info.fingerprint, fp, sizeof(t->info.fingerprint));
+        t->paired = t->info.paired = true;
+        t->imported = true;
+        if (ct->tls && !ct->stopping)
+                ct_conn_restart(t, "pairing imported");
         return 0;
 }
 
@@ -335,6 +432,7 @@ static void ct_destroy(void *priv)
         if (!svc)
                 return;
         svc->stopping = true;
+        ct_discovery_stop(svc);
         for (size_t i = 0; i < svc->nterms; i++)
                 term_free(svc->terms[i]);
         SSL_CTX_free(svc->tls);
@@ -352,6 +450,7 @@ static int ct_create(kon_core_t *core, void **ret, char *err)
 
         *ret = svc;
         svc->core = core;
+        svc->reply_fd = svc->ann_fd = -1;
         svc->keepalive_interval_us = (uint64_t)kon_conf_get_int(c, "ct", NULL, "keepalive_interval") * 1000u;
         svc->keepalive_tries = (unsigned)kon_conf_get_int(c, "ct", NULL, "keepalive_tries");
         svc->handshake_timeout_us = (uint64_t)kon_conf_get_int(c, "ct", NULL, "handshake_timeout") * 1000u;
@@ -368,7 +467,10 @@ static int ct_create(kon_core_t *core, void **ret, char *err)
         r = kon_core_register(core, "ct", svc);
         if (r < 0)
                 return r;
-        if (n == 0)
+        r = ct_discovery_setup(svc, c, err);
+        if (r < 0)
+                return r;
+        if (n == 0 && !svc->disc_enabled)
                 return 0; /* nothing to connect to */
         r = tls_setup(svc, c, err);
         if (r < 0)
@@ -378,13 +480,21 @@ static int ct_create(kon_core_t *core, void **ret, char *err)
                 const char *name = kon_conf_get_str(c, "terminal", id, "name");
                 const char *mac = kon_conf_get_str(c, "terminal", id, "mac");
                 const char *fp = kon_conf_get_str(c, "terminal", id, "fingerprint");
-                ct_term_t *t = kon_calloc(1, sizeof(*t));
+                const char *why = NULL;
+                uint8_t m[6];
+                ct_term_t *t;
 
-                t->svc = svc;
-                t->fd = -1;
+                if (mac && ct_mac_parse(mac, m) < 0) {
+                        snprintf(err, KON_MODULE_ERROR_MAX, "terminal %s: mac '%s' is not a MAC address", id, mac);
+                        return -EINVAL;
+                }
+                t = ct_term_add(svc, id, &why);
+
+                if (!t) {
+                        snprintf(err, KON_MODULE_ERROR_MAX, "terminal %s: %s", id, why);
+                        return -EIO;
+                }
                 t->configured = true;
-                t->queue_tail = &t->queue;
-                kon_strlcpy(t->info.ctid, id, sizeof(t->info.ctid));
                 kon_strlcpy(t->info.name, name ? name : id, sizeof(t->info.name));
                 kon_strlcpy(t->info.host, kon_conf_get_str(c, "terminal", id, "host"), sizeof(t->info.host));
                 t->info.port = (uint16_t)kon_conf_get_int(c, "terminal", id, "port");
@@ -392,12 +502,6 @@ static int ct_create(kon_core_t *core, void **ret, char *err)
                         kon_strlcpy(t->info.mac, mac, sizeof(t->info.mac));
                 if (fp)
                         kon_strlcpy(t->expected_fp, fp, sizeof(t->expected_fp));
-                svc->terms[svc->nterms++] = t;
-                r = ct_store_load(svc, t);
-                if (r < 0) {
-                        snprintf(err, KON_MODULE_ERROR_MAX, "cannot read the pairing of %s", id);
-                        return r;
-                }
         }
         return 0;
 }
@@ -406,10 +510,9 @@ static int ct_start(void *priv, char *err)
 {
         ct_service_t *svc = priv;
 
-        (void)err;
         for (size_t i = 0; i < svc->nterms; i++)
                 ct_conn_start(svc->terms[i]);
-        return 0;
+        return ct_discovery_start(svc, err);
 }
 
 static void ct_stop(void *priv)
@@ -417,6 +520,7 @@ static void ct_stop(void *priv)
         ct_service_t *svc = priv;
 
         svc->stopping = true;
+        ct_discovery_stop(svc);
         for (size_t i = 0; i < svc->nterms; i++) {
                 ct_term_t *t = svc->terms[i];
                 t->retry = sd_event_source_disable_unref(t->retry);

@@ -36,6 +36,11 @@ struct ct_term {
 
         /* pairing (from the state store) */
         bool paired;
+        /* The pairing was imported (ct_import_pairing) and has not been
+         * validated by this Konnektor yet: the only case in which a
+         * VALIDATE refused with 6900 leads to ADD (see ct_conn.c). */
+        bool imported;
+        bool add_done;              /* ADD ran on this connection: no second try */
         uint8_t secret[CT_SECRET_LEN];
         char *paired_cert_pem;
 
@@ -77,6 +82,23 @@ struct ct_service {
         ct_listener_t listener;
         void *listener_ud;
         bool stopping;
+
+        /* discovery (ct_discovery.c) */
+        bool disc_enabled;
+        uint16_t disc_port;         /* where requests go */
+        char disc_address[16];      /* IPv4 literal requests go to */
+        uint64_t disc_interval_us;
+        uint64_t disc_timeout_us;
+        uint16_t ann_port_conf;     /* announcement port; 0 = off */
+        uint16_t reply_port_conf;   /* our reply port; 0 = ephemeral */
+        int reply_fd, ann_fd;       /* ann_fd == reply_fd when the ports coincide */
+        uint16_t reply_port, ann_port; /* bound ports */
+        sd_event_source *reply_io, *ann_io, *disc_cycle, *disc_window;
+        bool window_open;           /* a request is out and its timeout has not passed */
+        ct_discovery_stats_t disc_stats;
+        uint64_t junk_window_us;    /* rate limit of the junk log */
+        unsigned junk_logged;
+        uint64_t junk_suppressed;
 };
 
 /* ct_conn.c */
@@ -86,6 +108,16 @@ int ct_conn_submit(ct_term_t *t, uint16_t addr, const uint8_t *body, size_t len,
                    ct_response_cb cb, void *ud);
 void ct_conn_pair_confirmed(ct_term_t *t);
 void ct_conn_cancel(ct_term_t *t, void *ud);
+/* Drop the connection (if any) and connect again at once, e.g. to a new
+ * address or with a new pairing. */
+void ct_conn_restart(ct_term_t *t, const char *why);
+
+/* ct_discovery.c */
+int ct_discovery_setup(ct_service_t *svc, const kon_conf_t *c, char *err);
+int ct_discovery_start(ct_service_t *svc, char *err);
+void ct_discovery_stop(ct_service_t *svc);
+/* "AA-BB-CC-DD-EE-FF", "aa:bb:..." or 12 hex digits; -EINVAL otherwise. */
+int ct_mac_parse(const char *s, uint8_t ret[6]);
 
 /* ct_store.c */
 int ct_store_migrate(kon_store_t *s, char **errmsg);
@@ -93,9 +125,15 @@ int ct_store_load(ct_service_t *svc, ct_term_t *t);
 int ct_store_save(ct_service_t *svc, ct_term_t *t, const uint8_t secret[CT_SECRET_LEN],
                   const char *cert_pem);
 int ct_store_forget(ct_service_t *svc, const char *ctid);
+int ct_store_put(ct_service_t *svc, const char *ctid, const uint8_t secret[CT_SECRET_LEN], const char *cert_pem,
+                 const char *fingerprint, bool imported);
+int ct_store_set_imported(ct_service_t *svc, const char *ctid, bool imported);
 
 /* helpers */
 ct_term_t *ct_find(ct_service_t *svc, const char *ctid);
+/* A new terminal in the table (state disconnected, pairing loaded from the
+ * store). NULL with *err set when the table is full or the store fails. */
+ct_term_t *ct_term_add(ct_service_t *svc, const char *ctid, const char **err);
 void ct_publish(ct_term_t *t, const char *topic, kon_severity_t sev, const char *key, const char *value);
 /* "SHA256:AB:CD..." of a certificate's DER */
 void ct_fingerprint(X509 *x, char out[CT_FINGERPRINT_MAX]);

@@ -3,7 +3,11 @@
  * A pairing is the shared secret ShS.KT.AUT and the terminal certificate
  * seen when it was created (TUC_KON_053: CT.SMKT_AUT). Writes are rare
  * (pairing, unpairing) and small, so they run on the main loop's
- * connection instead of the worker thread. */
+ * connection instead of the worker thread.
+ *
+ * Version 2 adds `imported`: the pairing came from another Konnektor
+ * (ct_import_pairing) and has not been validated by this one yet; it is
+ * cleared after the first successful VALIDATE. */
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <string.h>
@@ -17,6 +21,7 @@ static const kon_migration_t ct_migrations[] = {
              "  cert_pem TEXT NOT NULL,"
              "  fingerprint TEXT NOT NULL,"
              "  created_us INTEGER NOT NULL);" },
+        { 2, "ALTER TABLE ct_pairing ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;" },
 };
 
 int ct_store_migrate(kon_store_t *s, char **errmsg)
@@ -31,7 +36,7 @@ int ct_store_load(ct_service_t *svc, ct_term_t *t)
         sqlite3_stmt *st = NULL;
         int r = 0;
 
-        if (sqlite3_prepare_v2(db, "SELECT secret, cert_pem, fingerprint FROM ct_pairing WHERE ctid = ?", -1,
+        if (sqlite3_prepare_v2(db, "SELECT secret, cert_pem, fingerprint, imported FROM ct_pairing WHERE ctid = ?", -1,
                                &st, NULL) != SQLITE_OK)
                 return -EIO;
         sqlite3_bind_text(st, 1, t->info.ctid, -1, SQLITE_STATIC);
@@ -46,6 +51,7 @@ int ct_store_load(ct_service_t *svc, ct_term_t *t)
                 kon_strlcpy(t->info.fingerprint, (const char *)sqlite3_column_text(st, 2),
                             sizeof(t->info.fingerprint));
                 t->paired = t->info.paired = true;
+                t->imported = sqlite3_column_int(st, 3) != 0;
                 break;
         case SQLITE_DONE:
                 break;
@@ -56,22 +62,45 @@ int ct_store_load(ct_service_t *svc, ct_term_t *t)
         return r;
 }
 
-int ct_store_save(ct_service_t *svc, ct_term_t *t, const uint8_t secret[CT_SECRET_LEN], const char *cert_pem)
+int ct_store_put(ct_service_t *svc, const char *ctid, const uint8_t secret[CT_SECRET_LEN], const char *cert_pem,
+                 const char *fingerprint, bool imported)
 {
         sqlite3 *db = kon_store_db(svc->core->store);
         sqlite3_stmt *st = NULL;
         int r;
 
         if (sqlite3_prepare_v2(db,
-                               "INSERT OR REPLACE INTO ct_pairing(ctid, secret, cert_pem, fingerprint, created_us) "
-                               "VALUES (?, ?, ?, ?, ?)",
+                               "INSERT OR REPLACE INTO ct_pairing(ctid, secret, cert_pem, fingerprint, created_us, "
+                               "imported) VALUES (?, ?, ?, ?, ?, ?)",
                                -1, &st, NULL) != SQLITE_OK)
                 return -EIO;
-        sqlite3_bind_text(st, 1, t->info.ctid, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 1, ctid, -1, SQLITE_STATIC);
         sqlite3_bind_blob(st, 2, secret, CT_SECRET_LEN, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, cert_pem, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, t->info.fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, fingerprint, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, (sqlite3_int64)kon_now_realtime_us());
+        sqlite3_bind_int(st, 6, imported);
+        r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+        sqlite3_finalize(st);
+        return r;
+}
+
+int ct_store_save(ct_service_t *svc, ct_term_t *t, const uint8_t secret[CT_SECRET_LEN], const char *cert_pem)
+{
+        return ct_store_put(svc, t->info.ctid, secret, cert_pem, t->info.fingerprint, false);
+}
+
+int ct_store_set_imported(ct_service_t *svc, const char *ctid, bool imported)
+{
+        sqlite3 *db = kon_store_db(svc->core->store);
+        sqlite3_stmt *st = NULL;
+        int r;
+
+        if (sqlite3_prepare_v2(db, "UPDATE ct_pairing SET imported = ? WHERE ctid = ?", -1, &st, NULL) !=
+            SQLITE_OK)
+                return -EIO;
+        sqlite3_bind_int(st, 1, imported);
+        sqlite3_bind_text(st, 2, ctid, -1, SQLITE_STATIC);
         r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
         sqlite3_finalize(st);
         return r;
