@@ -145,6 +145,15 @@ START_TEST(event_limits)
         ck_assert(!secret);
         kon_event_param(s, 2, NULL, NULL, &secret);
         ck_assert(secret);
+        kon_event_set(s, "PinRef", "PIN.CH");
+        kon_event_set(s, "AdminPassword", "x");
+        kon_event_set(s, "puk", "12345678");
+        kon_event_param(s, 3, NULL, NULL, &secret);
+        ck_assert(!secret);
+        kon_event_param(s, 4, NULL, NULL, &secret);
+        ck_assert(secret);
+        kon_event_param(s, 5, NULL, NULL, &secret);
+        ck_assert(secret);
         kon_event_unref(s);
         kon_event_unref(e);
 }

@@ -73,9 +73,10 @@ kon_event_t *kon_event_new(const char *topic, kon_event_type_t type, kon_severit
 int kon_event_set(kon_event_t *e, const char *key, const char *value);
 int kon_event_setf(kon_event_t *e, const char *key, const char *fmt, ...) KON_PRINTF(3, 4);
 /* Like kon_event_set, but the value is a secret: it is delivered to
- * subscribers yet replaced by "(secret)" in protocols and logs. Keys whose
- * name contains PIN, PUK, PASSWORD, SECRET or PRIVATE (any case) are treated
- * as secret automatically. */
+ * subscribers yet replaced by "(secret)" in protocols and logs. Keys that
+ * are or end in PIN or PUK ("NewPin"), or contain PASSWORD, PASSWD, SECRET
+ * or PRIVATE (any case) are treated as secret automatically; "PinRef" or
+ * "PinStatus" are not. */
 int kon_event_set_secret(kon_event_t *e, const char *key, const char *value);
 
 kon_event_t *kon_event_ref(kon_event_t *e);

@@ -13,11 +13,52 @@
  * CardHolderName, KVNR (and CertExpirationDate). Removal publishes
  * CARD/REMOVED with the same parameters; the handle is then invalid.
  *
+ * On a recognised card the service runs the operations of the Kartendienst,
+ * addressed by CardHandle: PIN status, verification, change, unblock,
+ * enable/disable (PIN entry on the terminal's pad), file and certificate
+ * reads, the eGK's VSD files, and card-to-card authentication of an
+ * SMC-B/HBA towards an eGK. All are asynchronous: the call checks its
+ * arguments and either fails at once (return value < 0, no callback) or
+ * returns 0 and its callback runs later on the main loop, exactly once.
+ *
+ * Errors, the same set for every operation (the SOAP layer maps them to
+ * gematik codes):
+ *   returned at once
+ *     -ENOENT       unknown handle, or the card was removed (4047)
+ *     -EBUSY        card in use: one operation per card at a time
+ *                   (card-to-card holds both cards)
+ *     -EINVAL       argument not valid for this card (PIN name, SFI, ...)
+ *     -EMEDIUMTYPE  operation not offered for this card type
+ *     -EOPNOTSUPP   the card or the terminal path does not allow it
+ *   passed to the callback
+ *     -ENODEV       the card was removed while the operation ran
+ *     -EACCES       security status not satisfied (card answered 6982),
+ *                   e.g. EF.GVD before card-to-card authentication, or
+ *                   the SMC-B's role key before PIN.SMC was verified
+ *     -ENODATA      file, application or PIN not on the card (6A82/6A88),
+ *                   or an empty certificate file
+ *     CARD_E_APP_BLOCKED  the application (DF) is deactivated: on the eGK
+ *                   "health application blocked" (SELECT DF.HCA 6283)
+ *     -ENOKEY       card-to-card: the eGK has no trust anchor for the
+ *                   other card's CV certificate chain
+ *     -EBADMSG      card-to-card: a CV certificate does not verify
+ *     -EKEYEXPIRED  card-to-card: a CV certificate has expired
+ *     -EKEYREJECTED card-to-card: the eGK rejected the authentication
+ *     -ERANGE       PIN change/unblock: the card refused the new PIN (length)
+ *     -ECANCELED    PIN entry cancelled at the terminal, or the terminal
+ *                   connection was lost
+ *     -ETIMEDOUT    PIN entry or terminal timed out
+ *     -ENOTCONN     terminal not connected
+ *     -EPROTO       any other status word the card should not give
+ * card_strerror() gives a short text for these.
+ *
  * Main loop only. Service name in the core registry: "card".
  */
 #ifndef KONNEKTOR_CARD_H
 #define KONNEKTOR_CARD_H
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,5 +91,151 @@ size_t card_list(card_service_t *cs, card_info_t *arr, size_t max);
 int card_get(card_service_t *cs, const char *handle, card_info_t *ret);
 /* The card in a slot, -ENOENT if none (or not yet recognised). */
 int card_find_slot(card_service_t *cs, const char *ctid, unsigned slot, card_info_t *ret);
+
+/* -EKEYREVOKED: an application deactivated on the card (DF state
+ * "deactivated", SELECT answers 6283). */
+#define CARD_E_APP_BLOCKED (-EKEYREVOKED)
+
+/* A short English text for the error codes above (falls back to
+ * strerror). */
+const char *card_strerror(int err);
+
+/* Forget every operation whose callback data is ud: none of their
+ * callbacks runs after this returns, and their cards are free again. A
+ * command already at the terminal is still answered there; a PIN entry
+ * in progress on the terminal's pad is not cancelled. */
+void card_cancel(card_service_t *cs, void *ud);
+
+/* ---- PINs ----------------------------------------------------------------
+ * A PIN is named as in the Konnektor's PinRef: "PIN.CH" (eGK, HBA),
+ * "PIN.SMC" (SMC-B), "PIN.QES" (HBA, in DF.QES), and on the eGK the
+ * multireference PINs "MRPIN.home", "MRPIN.NFD", "MRPIN.NFD_READ",
+ * "MRPIN.DPE", "MRPIN.GDD", "MRPIN.OSE", "MRPIN.AMTS" (which use the
+ * secret and retry counter of PIN.CH) and "PIN.AMTS_REP". A name not
+ * defined for the card's type: -EINVAL. */
+
+typedef enum {
+        CARD_PIN_VERIFIED,      /* verified in this card session (GET PIN STATUS 9000) */
+        CARD_PIN_TRANSPORT_PIN, /* 62C1: still the transport PIN, change it first */
+        CARD_PIN_EMPTY_PIN,     /* 62C7: empty PIN (Leer-PIN), set it first */
+        CARD_PIN_DISABLED,      /* 62D0: verification requirement switched off */
+        CARD_PIN_VERIFIABLE,    /* 63Cx: x tries left */
+        CARD_PIN_BLOCKED,       /* 63C0: no tries left, unblock with the PUK */
+} card_pin_status_t;
+
+/* "VERIFIED", "TRANSPORT_PIN", "EMPTY_PIN", "DISABLED", "VERIFIABLE",
+ * "BLOCKED" (PinStatusEnum; DISABLED is not in CardService.xsd) */
+const char *card_pin_status_name(card_pin_status_t s);
+
+typedef enum {
+        CARD_PIN_OK,            /* done */
+        CARD_PIN_REJECTED,      /* wrong PIN (or PUK); left_tries > 0 */
+        CARD_PIN_NOWBLOCKED,    /* wrong PIN and that was the last try (PUK: the last use) */
+        CARD_PIN_WASBLOCKED,    /* blocked before the attempt (gematik 4063); no PIN entry;
+                                 * for unblock: the PUK is used up */
+        CARD_PIN_TRANSPORT,     /* still the transport PIN (gematik 4065); no PIN entry */
+        CARD_PIN_EMPTY,         /* empty PIN (gematik 4065); no PIN entry */
+} card_pin_result_t;
+
+/* "OK", "REJECTED", "NOWBLOCKED", "WASBLOCKED", "TRANSPORT_PIN",
+ * "EMPTY_PIN" (PinResultEnum; EMPTY_PIN is ours: the schema has none) */
+const char *card_pin_result_name(card_pin_result_t r);
+
+/* err 0: status and, for VERIFIABLE, the tries left (else 0). */
+typedef void (*card_pin_status_cb)(void *ud, int err, card_pin_status_t status, unsigned left_tries);
+/* err 0: result and, for REJECTED, the tries left (for unblock: uses of
+ * the PUK left). err < 0: see the list at the top; result is then
+ * meaningless. */
+typedef void (*card_pin_cb)(void *ud, int err, card_pin_result_t result, unsigned left_tries);
+
+/* GET PIN STATUS (80 20 00 ref). Also updates the verified state kept
+ * for the card. */
+int card_pin_status(card_service_t *cs, const char *handle, const char *pin, card_pin_status_cb cb, void *ud);
+
+/* The Konnektor's record: true if the PIN was verified (or changed) in
+ * the current card session and not seen unverified since. Dropped with
+ * the card. -ENOENT / -EINVAL as above. */
+int card_pin_is_verified(card_service_t *cs, const char *handle, const char *pin, bool *ret);
+
+/* VerifyPin (TUC_KON_012): GET PIN STATUS first; a transport, empty or
+ * blocked PIN ends there (TRANSPORT / EMPTY / WASBLOCKED); an already
+ * verified or disabled PIN gives OK without entry; otherwise the user
+ * types the PIN on the terminal's pad (PERFORM VERIFICATION with VERIFY).
+ * Publishes CARD/PIN/VERIFY_STARTED and CARD/PIN/VERIFY_FINISHED around
+ * the entry. */
+int card_pin_verify(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud);
+
+/* ChangePin: old and new PIN typed on the terminal's pad (MODIFY
+ * VERIFICATION DATA with CHANGE REFERENCE DATA, P1=00); this is also how
+ * a transport PIN is replaced. Blocked: WASBLOCKED without entry. An empty
+ * PIN (new PIN only) is not offered by the terminal service yet:
+ * -EOPNOTSUPP in the callback. A new PIN of the wrong length: -ERANGE. */
+int card_pin_change(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud);
+
+/* UnblockPin: RESET RETRY COUNTER with the PUK, with a new PIN
+ * (P1=00) or keeping the old one (new_pin NULL, P1=01). Transport or empty
+ * PIN: TRANSPORT / EMPTY. A wrong PUK: REJECTED with the PUK's uses left.
+ * The PUK belongs on the terminal's pad (puk NULL), but the terminal
+ * service offers no PIN-pad command with a RESET RETRY COUNTER template
+ * yet: puk NULL fails with -EOPNOTSUPP. Until then the caller passes the
+ * PUK (and new PIN) as digits and the APDU goes to the card directly;
+ * the digits are wiped after use. */
+int card_pin_unblock(card_service_t *cs, const char *handle, const char *pin, const char *puk,
+                     const char *new_pin, card_pin_cb cb, void *ud);
+
+/* EnablePin / DisablePin (ENABLE/DISABLE VERIFICATION REQUIREMENT): the
+ * user proves the PIN on the pad first (skipped if verified in this
+ * session), then the requirement is switched with P1=01. Only PINs the
+ * card lets switch: the eGK's MRPIN.NFD, MRPIN.DPE, MRPIN.GDD, MRPIN.AMTS;
+ * others -EOPNOTSUPP at once. Already in the wanted state: OK. */
+int card_pin_enable(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud);
+int card_pin_disable(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud);
+
+/* ---- files ------------------------------------------------------------------ */
+
+/* err 0: the file's content (valid during the callback only). */
+typedef void (*card_data_cb)(void *ud, int err, const uint8_t *data, size_t len);
+
+/* Read a whole transparent EF by short file identifier (1..30) in the
+ * application df_aid (df_aid NULL: the MF). READ BINARY with extended Le,
+ * continued at the offset reached until the card reports the end (6282).
+ * At most 65535 bytes. */
+int card_read_file(card_service_t *cs, const char *handle, const uint8_t *df_aid, size_t df_aid_len,
+                   uint8_t sfi, card_data_cb cb, void *ud);
+
+typedef enum { CARD_CERT_AUT, CARD_CERT_ENC, CARD_CERT_QES, CARD_CERT_OSIG } card_cert_t;
+typedef enum { CARD_ALG_RSA, CARD_ALG_ECC } card_alg_t;
+
+/* The X.509 certificate as DER (file padding cut off): eGK AUT, ENC;
+ * SMC-B AUT, ENC, OSIG; HBA AUT, ENC, QES; each as RSA (R2048) or ECC
+ * (E256). Other combinations -EINVAL. An empty file: -ENODATA. */
+int card_read_certificate(card_service_t *cs, const char *handle, card_cert_t which, card_alg_t alg,
+                          card_data_cb cb, void *ud);
+
+/* The eGK's VSD files from DF.HCA, raw as on the card: EF.PD (2-byte
+ * length + gzip), EF.VD (4 offsets + 2 gzip streams), EF.StatusVD (25
+ * bytes). Valid during the callback only. */
+typedef struct {
+        const uint8_t *pd, *vd, *status_vd;
+        size_t pd_len, vd_len, status_vd_len;
+} card_vsd_t;
+typedef void (*card_vsd_cb)(void *ud, int err, const card_vsd_t *vsd);
+
+/* eGK only (-EMEDIUMTYPE). A deactivated DF.HCA: CARD_E_APP_BLOCKED. */
+int card_read_vsd(card_service_t *cs, const char *handle, card_vsd_cb cb, void *ud);
+
+/* ---- card-to-card authentication -----------------------------------------
+ * Role authentication of an SMC-B or HBA towards an eGK (gemSpec_COS
+ * asymmetric role authentication, as TUC_KON_005 runs it): the HPC's CV
+ * certificates (EF.C.CA_*.CS.E256, EF.C.*.AUTR_CVC.E256) are imported
+ * into the eGK with PSO VERIFY CERTIFICATE unless it knows the key
+ * already, the eGK gives a challenge, the HPC signs challenge || ICCSN8 of
+ * the eGK with its role key (INTERNAL AUTHENTICATE), the eGK checks it
+ * (EXTERNAL AUTHENTICATE) and grants the roles of the HPC's CV
+ * certificate until the eGK is reset: then e.g. EF.GVD is readable. The
+ * HPC's role key needs its PIN (PIN.SMC / PIN.CH) verified first
+ * (-EACCES otherwise). Both cards are held for the whole run. */
+typedef void (*card_done_cb)(void *ud, int err);
+int card_c2c(card_service_t *cs, const char *egk_handle, const char *hpc_handle, card_done_cb cb, void *ud);
 
 #endif

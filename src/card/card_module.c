@@ -89,6 +89,8 @@ static void on_slot_changed(void *ud, const char *ctid, unsigned slot, bool occu
                 return;
         bool published = c->recognised;
         c->removed = true;
+        /* an operation on the card ends now (-ENODEV), before the event */
+        card_op_card_removed(c);
         if (published) {
                 kon_info("card %s removed from %s slot %u", c->info.handle, ctid, slot);
                 card_publish(c, "CARD/REMOVED");
@@ -175,6 +177,11 @@ static void card_stop(void *priv)
         card_service_t *cs = priv;
 
         ct_set_listener(cs->ct, NULL, NULL);
+        /* modules that use the card service stop before it, so nobody is
+         * left to receive a callback: operations still running are dropped */
+        for (card_t *c = cs->cards; c; c = c->next)
+                if (c->op)
+                        card_op_drop(c->op);
 }
 
 static void card_destroy(void *priv)
@@ -187,6 +194,8 @@ static void card_destroy(void *priv)
                 card_t *c = cs->cards;
                 cs->cards = c->next;
                 ct_cancel(cs->ct, c); /* a recognition step may be in flight */
+                if (c->op)
+                        card_op_drop(c->op);
                 free(c);
         }
         kon_core_unregister(cs->core, "card");

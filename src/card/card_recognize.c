@@ -296,3 +296,13 @@ void card_recognize_start(card_t *c)
         if (r < 0)
                 on_request_icc(c, r, NULL, 0);
 }
+
+const uint8_t *card_mf_aid(const card_t *c, size_t *ret_len)
+{
+        for (size_t i = 0; i < KON_ARRAY_SIZE(apps); i++)
+                if (strcmp(apps[i].type, c->info.type) == 0) {
+                        *ret_len = apps[i].aid_len;
+                        return apps[i].aid;
+                }
+        return NULL;
+}

@@ -92,11 +92,23 @@ kon_event_t *kon_event_new(const char *topic, kon_event_type_t type, kon_severit
 }
 
 /* Names that betray a secret, so a careless caller still cannot leak a PIN
- * into a protocol. */
+ * into a protocol: a key that is or ends in PIN or PUK ("Pin", "NewPin",
+ * "OldPUK"), or names a password, secret or private key anywhere. Keys that
+ * only start with it ("PinRef", "PinStatus", "PinResult") describe a PIN
+ * without being one. */
+static bool ends_with_ci(const char *s, const char *suffix)
+{
+        size_t n = strlen(s), m = strlen(suffix);
+
+        return n >= m && strcasecmp(s + n - m, suffix) == 0;
+}
+
 static bool key_looks_secret(const char *key)
 {
-        static const char *const words[] = { "PIN", "PUK", "PASSWORD", "PASSWD", "SECRET", "PRIVATE" };
+        static const char *const words[] = { "PASSWORD", "PASSWD", "SECRET", "PRIVATE" };
 
+        if (ends_with_ci(key, "PIN") || ends_with_ci(key, "PUK"))
+                return true;
         for (size_t i = 0; i < KON_ARRAY_SIZE(words); i++)
                 if (strcasestr(key, words[i]))
                         return true;

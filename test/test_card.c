@@ -1,0 +1,982 @@
+/* The card service (Kartendienst) against the kt-emulator with the
+ * shipped virtual cards: real TLS over loopback, konnektord's ct and card
+ * modules and the terminal on one sd-event loop in this process.
+ * PINs (status, verify, block, unblock, transport PIN, enable/disable),
+ * VSD and certificate reads, card-to-card authentication SMC-B -> eGK,
+ * exclusive access and cards that vanish. */
+#include <check.h>
+#include <errno.h>
+#include <openssl/x509.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "konnektor/card.h"
+#include "konnektor/core.h"
+#include "konnektor/ct.h"
+#include "konnektor/ktemu.h"
+#include "konnektor/vcard.h"
+#include "testutil.h"
+
+#define PKI KON_BUILDDIR "/pki"
+#define CARDS KON_SRCDIR "/conf/cards/"
+
+static char *tmp;
+
+/* ---- harness (as test_ct.c) ------------------------------------------------- */
+
+typedef struct {
+        kon_core_t core;
+        kon_conf_t *conf;
+        kon_modules_t *mods;
+        kon_subscriber_t *sub;
+        char topics[512][64];
+        size_t nev;
+} konn_t;
+
+static void on_event(void *ud, const kon_event_t *e)
+{
+        konn_t *k = ud;
+
+        if (k->nev < KON_ARRAY_SIZE(k->topics))
+                kon_strlcpy(k->topics[k->nev++], kon_event_topic(e), sizeof(k->topics[0]));
+}
+
+static int count_topic(konn_t *k, const char *topic)
+{
+        int n = 0;
+        for (size_t i = 0; i < k->nev; i++)
+                n += strcmp(k->topics[i], topic) == 0;
+        return n;
+}
+
+static const kon_conf_section_t *schema(void)
+{
+        static kon_conf_section_t s[16];
+        size_t n = 0;
+
+        if (s[0].name)
+                return s;
+        for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
+                s[n++] = *p;
+        for (const kon_conf_section_t *p = kon_ct_module.conf_sections; p->name; p++)
+                s[n++] = *p;
+        return s;
+}
+
+static void konn_start(konn_t *k, sd_event *loop, uint16_t port)
+{
+        _cleanup_free_ char *text = kon_asprintf(
+                "[core]\nname = testkon\n[log]\ntarget = stderr\nlevel = warning\n"
+                "[ct]\nclient_cert = " PKI "/konnektor-ct-ecc-chain.pem\n"
+                "client_key = " PKI "/private/konnektor-ct-ecc.key\n"
+                "ca_file = " PKI "/ca-bundle.pem\n"
+                "keepalive_interval = 1s\nkeepalive_tries = 2\nreconnect_max = 1s\nauto_pair = yes\n"
+                "[terminal \"KT1\"]\nhost = 127.0.0.1\nport = %u\nmac = 00-11-22-33-44-55\n",
+                port);
+        kon_conf_error_t err;
+        char msg[600], e2[300];
+        _cleanup_free_ char *db = kon_asprintf("%s/konnektor.db", tmp);
+        char *emsg = NULL;
+
+        memset(k, 0, sizeof(*k));
+        ck_assert_msg(kon_conf_parse("test.conf", tmp, text, strlen(text), schema(), &k->conf, &err) == 0,
+                      "%s", kon_conf_error_string(&err, msg, sizeof(msg)));
+        k->core.conf = k->conf;
+        k->core.loop = sd_event_ref(loop);
+        k->core.bus = kon_bus_new();
+        k->core.state_dir = tmp;
+        k->core.runtime_dir = tmp;
+        ck_assert_int_eq(kon_store_open(db, false, &k->core.store, &emsg), 0);
+        ck_assert_int_ge(kon_store_migrate(k->core.store, "core", kon_core_migrations, kon_core_migrations_count,
+                                           &emsg),
+                         0);
+        ck_assert_int_eq(kon_bus_subscribe(k->core.bus, "test", "", 4096, loop,
+                                           &(kon_subscriber_ops_t){ .on_event = on_event }, k, &k->sub),
+                         0);
+        k->mods = kon_modules_new(&k->core);
+        kon_modules_add(k->mods, &kon_ct_module);
+        kon_modules_add(k->mods, &kon_card_module);
+        ck_assert_msg(kon_modules_start(k->mods, NULL, e2, sizeof(e2)) == 0, "%s", e2);
+}
+
+static void konn_stop(konn_t *k)
+{
+        kon_modules_free(k->mods);
+        kon_bus_unsubscribe(k->sub);
+        kon_bus_free(k->core.bus);
+        kon_store_close(k->core.store);
+        kon_core_release(&k->core);
+        sd_event_unref(k->core.loop);
+        kon_conf_free(k->conf);
+}
+
+#define RUN_UNTIL(loop, ms, cond)                                                  \
+        ({                                                                         \
+                uint64_t _end = kon_now_monotonic_us() + (uint64_t)(ms) * 1000u;   \
+                while (!(cond) && kon_now_monotonic_us() < _end)                   \
+                        sd_event_run(loop, 20000);                                 \
+                (cond);                                                            \
+        })
+
+/* One terminal with 4 slots, paired and connected. */
+typedef struct {
+        sd_event *loop;
+        konn_t k;
+        ktemu_t *emu;
+        card_service_t *cs;
+} env_t;
+
+static void env_start(env_t *e)
+{
+        ktemu_config_t cfg;
+        ct_terminal_info_t info;
+
+        memset(e, 0, sizeof(*e));
+        ck_assert_int_eq(sd_event_new(&e->loop), 0);
+        ktemu_config_init(&cfg);
+        cfg.name = "KT-Test";
+        cfg.port = 0;
+        cfg.slots = 4;
+        cfg.cert_file = PKI "/kt-1-ecc-chain.pem";
+        cfg.key_file = PKI "/private/kt-1-ecc.key";
+        cfg.ca_file = PKI "/ca-bundle.pem";
+        cfg.pki_dir = PKI;
+        cfg.pairing = KTEMU_PAIRING_AUTO;
+        cfg.keepalive_ms = 500;
+        cfg.pin = "123456";
+        ck_assert_int_eq(ktemu_new(&cfg, e->loop, &e->emu), 0);
+        ck_assert_int_eq(ktemu_start(e->emu), 0);
+        konn_start(&e->k, e->loop, ktemu_port(e->emu));
+        e->cs = kon_core_lookup(&e->k.core, "card");
+        ck_assert_ptr_nonnull(e->cs);
+        ck_assert(RUN_UNTIL(e->loop, 5000, ct_get(kon_core_lookup(&e->k.core, "ct"), "KT1", &info) == 0 &&
+                                                   info.state == CT_STATE_CONNECTED));
+}
+
+static void env_stop(env_t *e)
+{
+        konn_stop(&e->k);
+        ktemu_free(e->emu);
+        sd_event_unref(e->loop);
+}
+
+/* Insert a card file (or a loaded card) and wait for its CARD/INSERTED. */
+static void insert(env_t *e, unsigned slot, const char *file, vcard_t *card, char handle[CARD_HANDLE_MAX + 1])
+{
+        int before = count_topic(&e->k, "CARD/INSERTED");
+        char err[256];
+        card_info_t ci;
+
+        if (card)
+                ck_assert_int_eq(ktemu_insert_card(e->emu, slot, card), 0);
+        else
+                ck_assert_msg(ktemu_insert(e->emu, slot, file, err, sizeof(err)) == 0, "%s", err);
+        ck_assert(RUN_UNTIL(e->loop, 5000, count_topic(&e->k, "CARD/INSERTED") > before));
+        ck_assert_int_eq(card_find_slot(e->cs, "KT1", slot, &ci), 0);
+        kon_strlcpy(handle, ci.handle, CARD_HANDLE_MAX + 1);
+}
+
+static void remove_card(env_t *e, unsigned slot)
+{
+        int before = count_topic(&e->k, "CARD/REMOVED");
+
+        ck_assert_int_eq(ktemu_remove(e->emu, slot), 0);
+        ck_assert(RUN_UNTIL(e->loop, 5000, count_topic(&e->k, "CARD/REMOVED") > before));
+}
+
+/* ---- synchronous wrappers ------------------------------------------------------ */
+
+typedef struct {
+        int done, err;
+        int value;              /* status or result */
+        unsigned left;
+        uint8_t *data;
+        size_t len;
+        uint8_t *pd, *vd, *st;
+        size_t pd_len, vd_len, st_len;
+} res_t;
+
+static void res_free(res_t *r)
+{
+        free(r->data);
+        free(r->pd);
+        free(r->vd);
+        free(r->st);
+        memset(r, 0, sizeof(*r));
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n)
+{
+        uint8_t *d = kon_malloc(n ? n : 1);
+        if (n)
+                memcpy(d, p, n);
+        return d;
+}
+
+static void on_status(void *ud, int err, card_pin_status_t s, unsigned left)
+{
+        res_t *r = ud;
+        r->done++, r->err = err, r->value = (int)s, r->left = left;
+}
+
+static void on_pin(void *ud, int err, card_pin_result_t res, unsigned left)
+{
+        res_t *r = ud;
+        r->done++, r->err = err, r->value = (int)res, r->left = left;
+}
+
+static void on_data(void *ud, int err, const uint8_t *d, size_t n)
+{
+        res_t *r = ud;
+        r->done++, r->err = err;
+        if (err == 0) {
+                r->data = dup_bytes(d, n);
+                r->len = n;
+        }
+}
+
+static void on_vsd(void *ud, int err, const card_vsd_t *v)
+{
+        res_t *r = ud;
+        r->done++, r->err = err;
+        if (err == 0) {
+                r->pd = dup_bytes(v->pd, v->pd_len), r->pd_len = v->pd_len;
+                r->vd = dup_bytes(v->vd, v->vd_len), r->vd_len = v->vd_len;
+                r->st = dup_bytes(v->status_vd, v->status_vd_len), r->st_len = v->status_vd_len;
+        }
+}
+
+static void on_done(void *ud, int err)
+{
+        res_t *r = ud;
+        r->done++, r->err = err;
+}
+
+#define WAIT(e, r) ck_assert_msg(RUN_UNTIL((e)->loop, 10000, (r)->done > 0), "no callback")
+/* after the callback: no second one */
+#define SETTLE(e, r)                                      \
+        do {                                              \
+                RUN_UNTIL((e)->loop, 50, false);          \
+                ck_assert_int_eq((r)->done, 1);           \
+        } while (0)
+
+static int pin_status(env_t *e, const char *h, const char *pin, unsigned *left)
+{
+        res_t r = { 0 };
+
+        ck_assert_int_eq(card_pin_status(e->cs, h, pin, on_status, &r), 0);
+        WAIT(e, &r);
+        ck_assert_msg(r.err == 0, "status: %s", card_strerror(r.err));
+        if (left)
+                *left = r.left;
+        return r.value;
+}
+
+typedef int (*pin_fn)(card_service_t *, const char *, const char *, card_pin_cb, void *);
+
+static res_t pin_op(env_t *e, pin_fn fn, const char *h, const char *pin)
+{
+        res_t r = { 0 };
+
+        ck_assert_int_eq(fn(e->cs, h, pin, on_pin, &r), 0);
+        WAIT(e, &r);
+        SETTLE(e, &r);
+        return r;
+}
+
+static res_t unblock(env_t *e, const char *h, const char *pin, const char *puk, const char *new_pin)
+{
+        res_t r = { 0 };
+
+        ck_assert_int_eq(card_pin_unblock(e->cs, h, pin, puk, new_pin, on_pin, &r), 0);
+        WAIT(e, &r);
+        return r;
+}
+
+static res_t read_file(env_t *e, const char *h, const uint8_t *aid, size_t aid_len, uint8_t sfi)
+{
+        res_t r = { 0 };
+
+        ck_assert_int_eq(card_read_file(e->cs, h, aid, aid_len, sfi, on_data, &r), 0);
+        WAIT(e, &r);
+        SETTLE(e, &r);
+        return r;
+}
+
+static const uint8_t df_hca[] = { 0xD2, 0x76, 0x00, 0x00, 0x01, 0x02 };
+
+/* gzip member -> NUL-terminated text (malloc'd) */
+static char *gunzip(const uint8_t *p, size_t n)
+{
+        z_stream z = { 0 };
+        size_t cap = 16384;
+        char *out = kon_malloc(cap);
+        int r;
+
+        ck_assert_int_eq(inflateInit2(&z, 16 + MAX_WBITS), Z_OK);
+        z.next_in = (Bytef *)p;
+        z.avail_in = (uInt)n;
+        z.next_out = (Bytef *)out;
+        z.avail_out = (uInt)(cap - 1);
+        r = inflate(&z, Z_FINISH);
+        ck_assert_int_eq(r, Z_STREAM_END);
+        out[z.total_out] = '\0';
+        inflateEnd(&z);
+        return out;
+}
+
+static void setup(void)
+{
+        tmp = tu_mkdtemp("card");
+}
+
+static void teardown(void)
+{
+        tu_rmrf(tmp);
+        free(tmp);
+}
+
+/* ---- PINs ----------------------------------------------------------------------- */
+
+/* PIN.CH of an eGK: wrong, wrong, wrong (blocked), then PUK. */
+START_TEST(pin_verify_block_unblock)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        unsigned left;
+        res_t r;
+        bool v;
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, h);
+
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", &left), CARD_PIN_VERIFIABLE);
+        ck_assert_uint_eq(left, 3);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, h, "PIN.CH", &v), 0);
+        ck_assert(!v);
+
+        /* names not defined for the card type */
+        res_t x = { 0 };
+        ck_assert_int_eq(card_pin_status(e.cs, h, "PIN.SMC", on_status, &x), -EINVAL);
+        ck_assert_int_eq(card_pin_status(e.cs, h, "PIN.QES", on_status, &x), -EINVAL);
+        ck_assert_int_eq(card_pin_status(e.cs, "H-nope", "PIN.CH", on_status, &x), -ENOENT);
+
+        ktemu_set_pin(e.emu, "111111", NULL);
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
+        ck_assert_uint_eq(r.left, 2);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), 1);
+        ck_assert(RUN_UNTIL(e.loop, 1000, count_topic(&e.k, "CARD/PIN/VERIFY_FINISHED") == 1));
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
+        ck_assert_uint_eq(r.left, 1);
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.value, CARD_PIN_NOWBLOCKED);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_BLOCKED);
+        /* MRPIN.home shares PIN.CH's counter */
+        ck_assert_int_eq(pin_status(&e, h, "MRPIN.home", NULL), CARD_PIN_BLOCKED);
+
+        /* blocked: no PIN entry at all */
+        ktemu_set_pin(e.emu, "123456", NULL);
+        int started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_WASBLOCKED);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started);
+
+        /* the PUK on the pad needs a ct command that does not exist yet */
+        ck_assert_int_eq(card_pin_unblock(e.cs, h, "PIN.CH", NULL, NULL, on_pin, &x), -EOPNOTSUPP);
+        ck_assert_int_eq(card_pin_unblock(e.cs, h, "PIN.CH", "12a45678", NULL, on_pin, &x), -EINVAL);
+
+        /* wrong PUK: uses left; then the right one */
+        r = unblock(&e, h, "PIN.CH", "87654321", NULL);
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
+        ck_assert_uint_eq(r.left, 9);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_BLOCKED);
+        r = unblock(&e, h, "PIN.CH", "12345678", NULL);
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", &left), CARD_PIN_VERIFIABLE);
+        ck_assert_uint_eq(left, 3);
+
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_VERIFIED);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, h, "PIN.CH", &v), 0);
+        ck_assert(v);
+        /* verified already: OK without another entry */
+        started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started);
+
+        /* unblock with a new PIN (not blocked: the counter is just reset) */
+        r = unblock(&e, h, "PIN.CH", "12345678", "654321");
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, h, "PIN.CH", &v), 0);
+        ck_assert(!v);
+        r = unblock(&e, h, "PIN.CH", "12345678", "12345");
+        ck_assert_int_eq(r.err, -ERANGE); /* too short for PIN.CH (6..8) */
+        ktemu_set_pin(e.emu, "654321", NULL);
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, h, "PIN.CH").value, CARD_PIN_OK);
+
+        /* change it back on the pad: old 654321, new 123456 */
+        ktemu_set_pin(e.emu, "654321", "123456");
+        r = pin_op(&e, card_pin_change, h, "PIN.CH");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ktemu_set_pin(e.emu, "111111", "222222");
+        r = pin_op(&e, card_pin_change, h, "PIN.CH");
+        ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
+        ck_assert_uint_eq(r.left, 2);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* SMC-B in transport state: reported, verify refused (4065), changed. */
+START_TEST(transport_pin)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        unsigned left;
+        res_t r;
+
+        env_start(&e);
+        insert(&e, 2, CARDS "smcb-transport-pin.card", NULL, h);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.SMC", NULL), CARD_PIN_TRANSPORT_PIN);
+        ck_assert_int_eq(card_pin_status(e.cs, h, "PIN.CH", on_status, &(res_t){ 0 }), -EINVAL);
+
+        int started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        r = pin_op(&e, card_pin_verify, h, "PIN.SMC");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_TRANSPORT);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started);
+        ck_assert_str_eq(card_pin_result_name(r.value), "TRANSPORT_PIN");
+        r = unblock(&e, h, "PIN.SMC", "12345678", NULL);
+        ck_assert_int_eq(r.value, CARD_PIN_TRANSPORT);
+
+        /* a wrong transport PIN costs a try */
+        ktemu_set_pin(e.emu, "11111", "123456");
+        r = pin_op(&e, card_pin_change, h, "PIN.SMC");
+        ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
+        ck_assert_uint_eq(r.left, 2);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.SMC", NULL), CARD_PIN_TRANSPORT_PIN);
+
+        ktemu_set_pin(e.emu, "54321", "123456");
+        r = pin_op(&e, card_pin_change, h, "PIN.SMC");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        /* CHANGE REFERENCE DATA leaves the PIN verified */
+        ck_assert_int_eq(pin_status(&e, h, "PIN.SMC", NULL), CARD_PIN_VERIFIED);
+
+        /* the HBA: PIN.CH and PIN.QES (DF.QES, reference 81) in transport state */
+        char hb[CARD_HANDLE_MAX + 1];
+        insert(&e, 3, CARDS "hba.card", NULL, hb);
+        ck_assert_int_eq(pin_status(&e, hb, "PIN.CH", NULL), CARD_PIN_TRANSPORT_PIN);
+        ck_assert_int_eq(pin_status(&e, hb, "PIN.QES", NULL), CARD_PIN_TRANSPORT_PIN);
+        ktemu_set_pin(e.emu, "54321", "765432");
+        ck_assert_int_eq(pin_op(&e, card_pin_change, hb, "PIN.QES").value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, hb, "PIN.QES", &left), CARD_PIN_VERIFIED);
+        ck_assert_int_eq(pin_status(&e, hb, "PIN.CH", NULL), CARD_PIN_TRANSPORT_PIN);
+        /* leaving DF.QES drops its PIN's security state on the card */
+        res_t c = { 0 };
+        ck_assert_int_eq(card_read_certificate(e.cs, hb, CARD_CERT_AUT, CARD_ALG_ECC, on_data, &c), 0);
+        WAIT(&e, &c);
+        ck_assert_int_eq(c.err, 0);
+        res_free(&c);
+        bool v = true;
+        ck_assert_int_eq(card_pin_is_verified(e.cs, hb, "PIN.QES", &v), 0);
+        ck_assert(!v);
+        ck_assert_int_eq(pin_status(&e, hb, "PIN.QES", &left), CARD_PIN_VERIFIABLE);
+        ck_assert_uint_eq(left, 3);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* VERIFIED lasts for the card session: after removal and re-insertion of
+ * the very same card the PIN must be entered again. */
+START_TEST(verified_until_removal)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1], h2[CARD_HANDLE_MAX + 1];
+        vcard_t *card = NULL;
+        vcard_error_t verr;
+        bool v;
+        res_t x = { 0 };
+
+        env_start(&e);
+        ck_assert_int_eq(vcard_load(CARDS "smcb.card", PKI, &card, &verr), 0);
+        insert(&e, 1, NULL, card, h);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.SMC", NULL), CARD_PIN_VERIFIABLE);
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, h, "PIN.SMC").value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.SMC", NULL), CARD_PIN_VERIFIED);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, h, "PIN.SMC", &v), 0);
+        ck_assert(v);
+
+        remove_card(&e, 1);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, h, "PIN.SMC", &v), -ENOENT);
+        ck_assert_int_eq(card_pin_status(e.cs, h, "PIN.SMC", on_status, &x), -ENOENT);
+        ck_assert_int_eq(card_pin_verify(e.cs, h, "PIN.SMC", on_pin, &x), -ENOENT);
+        ck_assert_int_eq(card_read_file(e.cs, h, NULL, 0, 2, on_data, &x), -ENOENT);
+        ck_assert_int_eq(x.done, 0);
+
+        insert(&e, 1, NULL, card, h2);
+        ck_assert_str_ne(h, h2);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, h2, "PIN.SMC", &v), 0);
+        ck_assert(!v);
+        ck_assert_int_eq(pin_status(&e, h2, "PIN.SMC", NULL), CARD_PIN_VERIFIABLE);
+
+        remove_card(&e, 1);
+        env_stop(&e);
+        vcard_free(card);
+}
+END_TEST
+
+/* DisablePin / EnablePin on a switchable eGK PIN. */
+START_TEST(pin_enable_disable)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        res_t x = { 0 }, r;
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, h);
+        ck_assert_int_eq(card_pin_disable(e.cs, h, "PIN.CH", on_pin, &x), -EOPNOTSUPP);
+        ck_assert_int_eq(pin_status(&e, h, "MRPIN.GDD", NULL), CARD_PIN_VERIFIABLE);
+        r = pin_op(&e, card_pin_disable, h, "MRPIN.GDD");
+        ck_assert_msg(r.err == 0, "%s", card_strerror(r.err));
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, h, "MRPIN.GDD", NULL), CARD_PIN_DISABLED);
+        /* already disabled */
+        ck_assert_int_eq(pin_op(&e, card_pin_disable, h, "MRPIN.GDD").value, CARD_PIN_OK);
+        /* verify of a disabled PIN: nothing to do */
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, h, "MRPIN.GDD").value, CARD_PIN_OK);
+        r = pin_op(&e, card_pin_enable, h, "MRPIN.GDD");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, h, "MRPIN.GDD", NULL), CARD_PIN_VERIFIED);
+
+        /* a wrong PIN at the proof: nothing switched */
+        ktemu_set_pin(e.emu, "000000", NULL);
+        r = pin_op(&e, card_pin_disable, h, "MRPIN.NFD"); /* NFD ships disabled */
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        r = pin_op(&e, card_pin_enable, h, "MRPIN.NFD");
+        ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
+        ck_assert_int_eq(pin_status(&e, h, "MRPIN.NFD", NULL), CARD_PIN_DISABLED);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* ---- files -------------------------------------------------------------------- */
+
+/* The Prüfkarte's VSD (gemInfo_Anschluss_TI_DVO Tabelle 1). */
+START_TEST(read_vsd_pruefkarte)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        res_t r = { 0 };
+        char *xml;
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-pruefkarte.card", NULL, h);
+        ck_assert_int_eq(card_read_vsd(e.cs, h, on_vsd, &r), 0);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_msg(r.err == 0, "%s", card_strerror(r.err));
+
+        /* EF.PD: 2-byte length + gzip */
+        ck_assert_uint_ge(r.pd_len, 3);
+        size_t pl = (size_t)r.pd[0] << 8 | r.pd[1];
+        ck_assert_uint_le(pl + 2, r.pd_len);
+        xml = gunzip(r.pd + 2, pl);
+        ck_assert_ptr_nonnull(strstr(xml, "<Versicherten_ID>P100000005</Versicherten_ID>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Nachname>Ort</Nachname>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Vorname>Dienstleister</Vorname>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Vorsatzwort>vor</Vorsatzwort>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Geburtsdatum>19800101</Geburtsdatum>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Geschlecht>X</Geschlecht>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Postleitzahl>10117</Postleitzahl>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Ort>Berlin</Ort>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Hausnummer>136</Hausnummer>"));
+        free(xml);
+
+        /* EF.VD: offsets start/end AVD, start/end GVD (end inclusive) */
+        ck_assert_uint_ge(r.vd_len, 8);
+        size_t a0 = (size_t)r.vd[0] << 8 | r.vd[1], a1 = (size_t)r.vd[2] << 8 | r.vd[3];
+        size_t g0 = (size_t)r.vd[4] << 8 | r.vd[5], g1 = (size_t)r.vd[6] << 8 | r.vd[7];
+        ck_assert_uint_eq(a0, 8);
+        ck_assert(a1 >= a0 && a1 < r.vd_len && g0 > a1 && g1 >= g0 && g1 < r.vd_len);
+        xml = gunzip(r.vd + a0, a1 - a0 + 1);
+        ck_assert_ptr_nonnull(strstr(xml, "<Kostentraegerkennung>109500969</Kostentraegerkennung>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<WOP>83</WOP>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Beginn>20000101</Beginn>"));
+        ck_assert_ptr_nonnull(strstr(xml, "<Versichertenart>1</Versichertenart>"));
+        free(xml);
+        xml = gunzip(r.vd + g0, g1 - g0 + 1);
+        ck_assert_ptr_nonnull(strstr(xml, "<Zuzahlungsstatus><Status>0</Status>"));
+        free(xml);
+
+        /* EF.StatusVD: 25 bytes, '0' = no update transaction open, version 5.2.0 */
+        ck_assert_uint_eq(r.st_len, 25);
+        ck_assert_uint_eq(r.st[0], '0');
+        ck_assert_uint_eq(r.st[15], 0x00);
+        ck_assert_uint_eq(r.st[16], 0x50);
+        ck_assert_uint_eq(r.st[17], 0x02);
+        res_free(&r);
+
+        /* single files the same way; EF.GVD is protected */
+        r = read_file(&e, h, df_hca, sizeof(df_hca), 0x0C);
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_uint_eq(r.len, 25);
+        res_free(&r);
+        r = read_file(&e, h, df_hca, sizeof(df_hca), 0x03);
+        ck_assert_int_eq(r.err, -EACCES);
+        res_free(&r);
+        r = read_file(&e, h, df_hca, sizeof(df_hca), 0x1E); /* no such file in DF.HCA */
+        ck_assert_int_eq(r.err, -ENODATA);
+        res_free(&r);
+        /* EF.GDO in the MF: 5A 0A <ICCSN> */
+        r = read_file(&e, h, NULL, 0, 0x02);
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_uint_ge(r.len, 12);
+        ck_assert_uint_eq(r.data[0], 0x5A);
+        res_free(&r);
+
+        /* arguments */
+        res_t x = { 0 };
+        ck_assert_int_eq(card_read_file(e.cs, h, NULL, 0, 0, on_data, &x), -EINVAL);
+        ck_assert_int_eq(card_read_file(e.cs, h, NULL, 0, 31, on_data, &x), -EINVAL);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* DF.HCA deactivated: the distinct "health application blocked" error. */
+START_TEST(hca_blocked)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1], hs[CARD_HANDLE_MAX + 1];
+        res_t r = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-hca-blocked.card", NULL, h);
+        ck_assert_int_eq(card_read_vsd(e.cs, h, on_vsd, &r), 0);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_int_eq(r.err, CARD_E_APP_BLOCKED);
+        ck_assert_ptr_nonnull(strstr(card_strerror(r.err), "health application blocked"));
+        res_free(&r);
+        r = read_file(&e, h, df_hca, sizeof(df_hca), 0x01);
+        ck_assert_int_eq(r.err, CARD_E_APP_BLOCKED);
+        res_free(&r);
+
+        /* VSD is an eGK thing */
+        insert(&e, 2, CARDS "smcb.card", NULL, hs);
+        ck_assert_int_eq(card_read_vsd(e.cs, hs, on_vsd, &r), -EMEDIUMTYPE);
+        ck_assert_int_eq(r.done, 0);
+
+        env_stop(&e);
+}
+END_TEST
+
+static void check_cert(env_t *e, const char *h, card_cert_t which, card_alg_t alg, const char *subject_part)
+{
+        res_t r = { 0 };
+        const unsigned char *p;
+        X509 *x;
+        char subj[512];
+
+        ck_assert_int_eq(card_read_certificate(e->cs, h, which, alg, on_data, &r), 0);
+        WAIT(e, &r);
+        SETTLE(e, &r);
+        ck_assert_msg(r.err == 0, "%s", card_strerror(r.err));
+        p = r.data;
+        x = d2i_X509(NULL, &p, (long)r.len);
+        ck_assert_ptr_nonnull(x);
+        ck_assert(p == r.data + r.len); /* exactly one certificate, padding cut */
+        X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+        ck_assert_msg(strstr(subj, subject_part), "subject %s", subj);
+        if (alg == CARD_ALG_ECC)
+                ck_assert_int_eq(EVP_PKEY_get_base_id(X509_get0_pubkey(x)), EVP_PKEY_EC);
+        else
+                ck_assert_int_eq(EVP_PKEY_get_base_id(X509_get0_pubkey(x)), EVP_PKEY_RSA);
+        X509_free(x);
+        res_free(&r);
+}
+
+START_TEST(read_certificates)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1], hs[CARD_HANDLE_MAX + 1], hb[CARD_HANDLE_MAX + 1];
+        res_t x = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-pruefkarte.card", NULL, h);
+        check_cert(&e, h, CARD_CERT_AUT, CARD_ALG_ECC, "P100000005");
+        check_cert(&e, h, CARD_CERT_AUT, CARD_ALG_RSA, "P100000005");
+        check_cert(&e, h, CARD_CERT_ENC, CARD_ALG_ECC, "P100000005");
+        ck_assert_int_eq(card_read_certificate(e.cs, h, CARD_CERT_QES, CARD_ALG_ECC, on_data, &x), -EINVAL);
+        ck_assert_int_eq(card_read_certificate(e.cs, h, CARD_CERT_OSIG, CARD_ALG_RSA, on_data, &x), -EINVAL);
+
+        insert(&e, 2, CARDS "smcb.card", NULL, hs);
+        check_cert(&e, hs, CARD_CERT_AUT, CARD_ALG_ECC, "Praxis");
+        check_cert(&e, hs, CARD_CERT_OSIG, CARD_ALG_RSA, "Praxis");
+        check_cert(&e, hs, CARD_CERT_ENC, CARD_ALG_RSA, "Praxis");
+
+        insert(&e, 3, CARDS "hba.card", NULL, hb);
+        check_cert(&e, hb, CARD_CERT_QES, CARD_ALG_ECC, "Xaver");
+        check_cert(&e, hb, CARD_CERT_AUT, CARD_ALG_RSA, "Xaver");
+        ck_assert_int_eq(x.done, 0);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* ---- card-to-card --------------------------------------------------------------- */
+
+START_TEST(c2c_smcb_egk)
+{
+        env_t e;
+        char he[CARD_HANDLE_MAX + 1], hs[CARD_HANDLE_MAX + 1], hb[CARD_HANDLE_MAX + 1];
+        res_t r = { 0 };
+
+        env_start(&e);
+        /* the TH eGKs and the SMC-B share the CVC root DEGXX870222 (conf/cards/README) */
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, he);
+        insert(&e, 2, CARDS "smcb.card", NULL, hs);
+
+        /* EF.GVD before: security status not satisfied */
+        r = read_file(&e, he, df_hca, sizeof(df_hca), 0x03);
+        ck_assert_int_eq(r.err, -EACCES);
+        res_free(&r);
+
+        ck_assert_int_eq(card_c2c(e.cs, hs, he, on_done, &r), -EMEDIUMTYPE);
+        ck_assert_int_eq(card_c2c(e.cs, he, he, on_done, &r), -EINVAL);
+        ck_assert_int_eq(card_c2c(e.cs, he, "H-x", on_done, &r), -ENOENT);
+
+        /* the SMC-B's role key needs PIN.SMC */
+        ck_assert_int_eq(card_c2c(e.cs, he, hs, on_done, &r), 0);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_int_eq(r.err, -EACCES);
+
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, hs, "PIN.SMC").value, CARD_PIN_OK);
+        memset(&r, 0, sizeof(r));
+        ck_assert_int_eq(card_c2c(e.cs, he, hs, on_done, &r), 0);
+        /* both cards are held meanwhile */
+        res_t x = { 0 };
+        ck_assert_int_eq(card_pin_status(e.cs, hs, "PIN.SMC", on_status, &x), -EBUSY);
+        ck_assert_int_eq(card_read_vsd(e.cs, he, on_vsd, &x), -EBUSY);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_msg(r.err == 0, "c2c: %s", card_strerror(r.err));
+        ck_assert_int_eq(x.done, 0);
+
+        /* now EF.GVD opens: 2-byte length + gzip */
+        r = read_file(&e, he, df_hca, sizeof(df_hca), 0x03);
+        ck_assert_msg(r.err == 0, "%s", card_strerror(r.err));
+        ck_assert_uint_ge(r.len, 3);
+        char *xml = gunzip(r.data + 2, (size_t)r.data[0] << 8 | r.data[1]);
+        ck_assert_ptr_nonnull(strstr(xml, "UC_GeschuetzteVersichertendatenXML"));
+        free(xml);
+        res_free(&r);
+
+        /* again: the eGK knows the CVC keys by now, no import */
+        ck_assert_int_eq(card_c2c(e.cs, he, hs, on_done, &r), 0);
+        WAIT(&e, &r);
+        ck_assert_int_eq(r.err, 0);
+        memset(&r, 0, sizeof(r));
+
+        /* the HBA's CVCs chain to another root (DEGXX800220): the eGK has no anchor */
+        insert(&e, 3, CARDS "hba.card", NULL, hb);
+        ck_assert_int_eq(card_c2c(e.cs, he, hb, on_done, &r), 0);
+        WAIT(&e, &r);
+        ck_assert_msg(r.err == -ENOKEY || r.err == -EKEYEXPIRED, "%s", card_strerror(r.err));
+
+        env_stop(&e);
+}
+END_TEST
+
+/* ---- exclusive access and vanishing cards ------------------------------------------ */
+
+START_TEST(card_in_use)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1], h2[CARD_HANDLE_MAX + 1];
+        res_t r = { 0 }, x = { 0 }, o = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-pruefkarte.card", NULL, h);
+        insert(&e, 2, CARDS "egk-g21-168583.card", NULL, h2);
+        ck_assert_int_eq(card_read_vsd(e.cs, h, on_vsd, &r), 0);
+        ck_assert_int_eq(card_pin_status(e.cs, h, "PIN.CH", on_status, &x), -EBUSY);
+        ck_assert_int_eq(card_read_certificate(e.cs, h, CARD_CERT_AUT, CARD_ALG_ECC, on_data, &x), -EBUSY);
+        ck_assert_int_eq(card_pin_verify(e.cs, h, "PIN.CH", on_pin, &x), -EBUSY);
+        ck_assert_str_eq(card_strerror(-EBUSY), "card in use");
+        /* another card is free */
+        ck_assert_int_eq(card_pin_status(e.cs, h2, "PIN.CH", on_status, &o), 0);
+        WAIT(&e, &r);
+        WAIT(&e, &o);
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(o.err, 0);
+        ck_assert_int_eq(x.done, 0);
+        res_free(&r);
+        /* free again once the callback ran */
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_VERIFIABLE);
+
+        /* card_cancel: no callback, card free at once */
+        memset(&r, 0, sizeof(r));
+        ck_assert_int_eq(card_read_vsd(e.cs, h, on_vsd, &r), 0);
+        card_cancel(e.cs, &r);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_VERIFIABLE);
+        RUN_UNTIL(e.loop, 200, false);
+        ck_assert_int_eq(r.done, 0);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* The card is pulled while the user is at the PIN pad, and while a file
+ * is read: the operation ends with -ENODEV, the handle is gone. */
+START_TEST(card_removed_mid_operation)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        res_t r = { 0 }, x = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, h);
+        ktemu_set_pin(e.emu, NULL, NULL); /* interactive: waits for digits */
+        ck_assert_int_eq(card_pin_verify(e.cs, h, "PIN.CH", on_pin, &r), 0);
+        ck_assert(RUN_UNTIL(e.loop, 3000, ktemu_pin_pending(e.emu)));
+        ck_assert_int_eq(card_pin_status(e.cs, h, "PIN.CH", on_status, &x), -EBUSY);
+        ck_assert_int_eq(ktemu_remove(e.emu, 1), 0);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_int_eq(r.err, -ENODEV);
+        ck_assert_int_eq(card_pin_status(e.cs, h, "PIN.CH", on_status, &x), -ENOENT);
+
+        /* PIN entry cancelled on the pad */
+        ktemu_set_pin(e.emu, NULL, NULL);
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, h);
+        memset(&r, 0, sizeof(r));
+        ck_assert_int_eq(card_pin_verify(e.cs, h, "PIN.CH", on_pin, &r), 0);
+        ck_assert(RUN_UNTIL(e.loop, 3000, ktemu_pin_pending(e.emu)));
+        ck_assert_int_eq(ktemu_cancel_pin(e.emu), 0);
+        WAIT(&e, &r);
+        ck_assert_int_eq(r.err, -ECANCELED);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_VERIFIABLE);
+
+        /* pulled between the commands of a VSD read */
+        memset(&r, 0, sizeof(r));
+        ck_assert_int_eq(card_read_vsd(e.cs, h, on_vsd, &r), 0);
+        ck_assert_int_eq(ktemu_remove(e.emu, 1), 0);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_msg(r.err == -ENODEV || r.err == -EPROTO, "%s", card_strerror(r.err));
+        ck_assert(RUN_UNTIL(e.loop, 3000, card_list(e.cs, NULL, 0) == 0));
+
+        /* the terminal goes away during an operation */
+        ktemu_set_pin(e.emu, "123456", NULL);
+        insert(&e, 2, CARDS "smcb.card", NULL, h);
+        memset(&r, 0, sizeof(r));
+        ck_assert_int_eq(card_read_certificate(e.cs, h, CARD_CERT_AUT, CARD_ALG_RSA, on_data, &r), 0);
+        ktemu_fault(e.emu, KTEMU_FAULT_DROP);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_int_ne(r.err, 0);
+        ck_assert(RUN_UNTIL(e.loop, 3000, card_list(e.cs, NULL, 0) == 0));
+
+        env_stop(&e);
+}
+END_TEST
+
+/* The eGK is pulled during card-to-card authentication: the SMC-B is free
+ * again afterwards. A KVK-less world: operations on an unknown card type. */
+START_TEST(c2c_card_removed)
+{
+        env_t e;
+        char he[CARD_HANDLE_MAX + 1], hs[CARD_HANDLE_MAX + 1], hg[CARD_HANDLE_MAX + 1];
+        res_t r = { 0 }, x = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, he);
+        insert(&e, 2, CARDS "smcb.card", NULL, hs);
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, hs, "PIN.SMC").value, CARD_PIN_OK);
+        ck_assert_int_eq(card_c2c(e.cs, he, hs, on_done, &r), 0);
+        ck_assert_int_eq(ktemu_remove(e.emu, 1), 0);
+        WAIT(&e, &r);
+        SETTLE(&e, &r);
+        ck_assert_int_ne(r.err, 0);
+        ck_assert(RUN_UNTIL(e.loop, 3000, card_list(e.cs, NULL, 0) == 1));
+        ck_assert_int_eq(pin_status(&e, hs, "PIN.SMC", NULL), CARD_PIN_VERIFIED);
+
+        /* the G1+ eGK is published as UNKNOWN: nothing to operate on */
+        insert(&e, 3, CARDS "egk-g1plus.card", NULL, hg);
+        ck_assert_int_eq(card_read_file(e.cs, hg, NULL, 0, 2, on_data, &x), -EMEDIUMTYPE);
+        ck_assert_int_eq(card_pin_status(e.cs, hg, "PIN.CH", on_status, &x), -EINVAL);
+        ck_assert_int_eq(x.done, 0);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* A module stop with an operation in flight: dropped, no callback, no leak. */
+START_TEST(stop_with_operation)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        res_t r = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, h);
+        ktemu_set_pin(e.emu, NULL, NULL);
+        ck_assert_int_eq(card_pin_verify(e.cs, h, "PIN.CH", on_pin, &r), 0);
+        ck_assert(RUN_UNTIL(e.loop, 3000, ktemu_pin_pending(e.emu)));
+        env_stop(&e);
+        ck_assert_int_eq(r.done, 0);
+}
+END_TEST
+
+int main(void)
+{
+        Suite *s = suite_create("card");
+        TCase *tc = tcase_create("card");
+        SRunner *sr;
+        int failed;
+        struct stat st;
+
+        signal(SIGPIPE, SIG_IGN);
+        if (stat(PKI "/.complete", &st) < 0) {
+                fprintf(stderr, "test PKI missing in " PKI ": run make first\n");
+                return 77;
+        }
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, pin_verify_block_unblock);
+        tcase_add_test(tc, transport_pin);
+        tcase_add_test(tc, verified_until_removal);
+        tcase_add_test(tc, pin_enable_disable);
+        tcase_add_test(tc, read_vsd_pruefkarte);
+        tcase_add_test(tc, hca_blocked);
+        tcase_add_test(tc, read_certificates);
+        tcase_add_test(tc, c2c_smcb_egk);
+        tcase_add_test(tc, card_in_use);
+        tcase_add_test(tc, card_removed_mid_operation);
+        tcase_add_test(tc, c2c_card_removed);
+        tcase_add_test(tc, stop_with_operation);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? 1 : 0;
+}
