@@ -388,15 +388,37 @@ START_TEST(pin_verify_block_unblock)
         ck_assert_int_eq(r.value, CARD_PIN_WASBLOCKED);
         ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started);
 
-        /* the PUK on the pad needs a ct command that does not exist yet */
-        ck_assert_int_eq(card_pin_unblock(e.cs, h, "PIN.CH", NULL, NULL, on_pin, &x), -EOPNOTSUPP);
+        ck_assert_int_eq(card_pin_unblock(e.cs, h, "PIN.CH", NULL, NULL, on_pin, &x), -EINVAL);
         ck_assert_int_eq(card_pin_unblock(e.cs, h, "PIN.CH", "12a45678", NULL, on_pin, &x), -EINVAL);
+
+        /* the PUK typed at the terminal: a wrong one, then the right one */
+        ktemu_set_pin(e.emu, "87654321", NULL);
+        memset(&x, 0, sizeof(x));
+        ck_assert_int_eq(card_pin_unblock_at_terminal(e.cs, h, "PIN.CH", false, on_pin, &x), 0);
+        WAIT(&e, &x);
+        ck_assert_int_eq(x.err, 0);
+        ck_assert_int_eq(x.value, CARD_PIN_REJECTED);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_BLOCKED);
+        ktemu_set_pin(e.emu, "12345678", NULL);
+        memset(&x, 0, sizeof(x));
+        ck_assert_int_eq(card_pin_unblock_at_terminal(e.cs, h, "PIN.CH", false, on_pin, &x), 0);
+        WAIT(&e, &x);
+        ck_assert_int_eq(x.err, 0);
+        ck_assert_int_eq(x.value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", &left), CARD_PIN_VERIFIABLE);
+        ck_assert_uint_eq(left, 3);
+        /* block it again for the digit-passing variant below */
+        ktemu_set_pin(e.emu, "111111", NULL);
+        for (int i = 0; i < 3; i++)
+                pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_BLOCKED);
+        ktemu_set_pin(e.emu, "123456", NULL);
 
         /* wrong PUK: uses left; then the right one */
         r = unblock(&e, h, "PIN.CH", "87654321", NULL);
         ck_assert_int_eq(r.err, 0);
         ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
-        ck_assert_uint_eq(r.left, 9);
+        ck_assert_uint_eq(r.left, 7); /* every RESET RETRY COUNTER uses the PUK once */
         ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_BLOCKED);
         r = unblock(&e, h, "PIN.CH", "12345678", NULL);
         ck_assert_int_eq(r.err, 0);
@@ -424,6 +446,18 @@ START_TEST(pin_verify_block_unblock)
         ck_assert_int_eq(r.err, -ERANGE); /* too short for PIN.CH (6..8) */
         ktemu_set_pin(e.emu, "654321", NULL);
         ck_assert_int_eq(pin_op(&e, card_pin_verify, h, "PIN.CH").value, CARD_PIN_OK);
+
+        /* PUK and new PIN both typed at the terminal */
+        ktemu_set_pin(e.emu, "12345678", "246810");
+        memset(&x, 0, sizeof(x));
+        ck_assert_int_eq(card_pin_unblock_at_terminal(e.cs, h, "PIN.CH", true, on_pin, &x), 0);
+        WAIT(&e, &x);
+        ck_assert_int_eq(x.err, 0);
+        ck_assert_int_eq(x.value, CARD_PIN_OK);
+        ktemu_set_pin(e.emu, "246810", NULL);
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, h, "PIN.CH").value, CARD_PIN_OK);
+        ktemu_set_pin(e.emu, "246810", "654321");
+        ck_assert_int_eq(pin_op(&e, card_pin_change, h, "PIN.CH").value, CARD_PIN_OK);
 
         /* change it back on the pad: old 654321, new 123456 */
         ktemu_set_pin(e.emu, "654321", "123456");

@@ -168,20 +168,22 @@ int card_pin_verify(card_service_t *cs, const char *handle, const char *pin, car
 /* ChangePin: old and new PIN typed on the terminal's pad (MODIFY
  * VERIFICATION DATA with CHANGE REFERENCE DATA, P1=00); this is also how
  * a transport PIN is replaced. Blocked: WASBLOCKED without entry. An empty
- * PIN (new PIN only) is not offered by the terminal service yet:
- * -EOPNOTSUPP in the callback. A new PIN of the wrong length: -ERANGE. */
+ * PIN gets its first value with the new PIN only (CHANGE REFERENCE DATA
+ * P1=01), typed at the pad. A new PIN of the wrong length: -ERANGE. */
 int card_pin_change(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud);
 
 /* UnblockPin: RESET RETRY COUNTER with the PUK, with a new PIN
  * (P1=00) or keeping the old one (new_pin NULL, P1=01). Transport or empty
  * PIN: TRANSPORT / EMPTY. A wrong PUK: REJECTED with the PUK's uses left.
- * The PUK belongs on the terminal's pad (puk NULL), but the terminal
- * service offers no PIN-pad command with a RESET RETRY COUNTER template
- * yet: puk NULL fails with -EOPNOTSUPP. Until then the caller passes the
- * PUK (and new PIN) as digits and the APDU goes to the card directly;
- * the digits are wiped after use. */
+ * card_pin_unblock takes PUK (and new PIN) as digits and sends the APDU to
+ * the card directly (the digits are wiped after use; for callers that got
+ * them from their own secure input). card_pin_unblock_at_terminal has
+ * them typed on the terminal's pad (PERFORM VERIFICATION with the PUK, or
+ * MODIFY VERIFICATION DATA with PUK and new PIN when new_pin is true). */
 int card_pin_unblock(card_service_t *cs, const char *handle, const char *pin, const char *puk,
                      const char *new_pin, card_pin_cb cb, void *ud);
+int card_pin_unblock_at_terminal(card_service_t *cs, const char *handle, const char *pin, bool new_pin,
+                                 card_pin_cb cb, void *ud);
 
 /* EnablePin / DisablePin (ENABLE/DISABLE VERIFICATION REQUIREMENT): the
  * user proves the PIN on the pad first (skipped if verified in this

@@ -148,6 +148,16 @@ int ct_output(ct_service_t *ct, const char *ctid, const char *text, ct_response_
 int ct_verify_pin(ct_service_t *ct, const char *ctid, unsigned slot, uint8_t pwd_ref, bool change,
                   uint32_t timeout_ms, ct_response_cb cb, void *ud);
 
+/* A PIN-pad command with any card APDU template: PERFORM VERIFICATION
+ * (modify false; the terminal writes the PIN as a format-2 block at
+ * position pos of the template, 1-based) or MODIFY VERIFICATION DATA
+ * (modify true; pos = first PIN or 0 for none, pos_new = second PIN).
+ * E.g. RESET RETRY COUNTER with the PUK typed on the pad:
+ * 00 2C 01 ref 08 <8 blank bytes>, pos 6. The response is the card's SW. */
+int ct_pin_command(ct_service_t *ct, const char *ctid, unsigned slot, bool modify, const uint8_t *tmpl,
+                   size_t tmpl_len, uint8_t pos, uint8_t pos_new, uint32_t timeout_ms, ct_response_cb cb,
+                   void *ud);
+
 /* Forget every pending command whose callback data is ud: after this
  * returns none of their callbacks runs (a command already sent is still
  * answered by the terminal; the answer is dropped). */

@@ -235,6 +235,19 @@ int card_op_pin_entry(card_op_t *op, card_t *c, uint8_t ref, bool change, card_s
         return r;
 }
 
+int card_op_pin_pad(card_op_t *op, card_t *c, bool modify, const uint8_t *tmpl, size_t len, uint8_t pos,
+                    uint8_t pos_new, card_step_fn step)
+{
+        int r;
+
+        op->step = step;
+        r = ct_pin_command(op->cs->ct, c->info.ctid, c->info.slot, modify, tmpl, len, pos, pos_new,
+                           PIN_TIMEOUT_MS, on_response, op);
+        if (r < 0)
+                card_op_finish(op, r);
+        return r;
+}
+
 /* ---- SELECT ---------------------------------------------------------------- */
 
 static void on_selected(card_op_t *op, const uint8_t *d, size_t n, uint16_t sw)

@@ -260,6 +260,17 @@ static void send_switch(card_op_t *op)
 
 static void send_unblock(card_op_t *op)
 {
+        if (op->on_pad) {
+                /* RESET RETRY COUNTER typed at the terminal: PUK only
+                 * (P1=01, PERFORM VERIFICATION) or PUK and new PIN (P1=00,
+                 * MODIFY VERIFICATION DATA) */
+                uint8_t tmpl[5 + 16] = { 0x00, 0x2C, op->pad_new_pin ? 0x00 : 0x01, pins[op->pin].ref,
+                                         op->pad_new_pin ? 0x10 : 0x08 };
+                card_op_pin_pad(op, card_of(op), op->pad_new_pin, tmpl, op->pad_new_pin ? 21 : 13, 6,
+                                op->pad_new_pin ? 14 : 0, on_unblocked);
+                return;
+        }
+
         /* RESET RETRY COUNTER (ISO 7816-4): P1=00 carries PUK and new PIN,
          * P1=01 the PUK only; a PUK-only data field with P1=00 is a length
          * error (6700) */
@@ -303,9 +314,10 @@ static void after_status(card_op_t *op)
                 break;
         case CARD_PIN_EMPTY_PIN:
                 if (op->action == ACT_CHANGE) {
-                        /* needs MODIFY with the new PIN only (CHANGE REFERENCE
-                         * DATA P1=01); ct_verify_pin has no such variant */
-                        card_op_finish(op, -EOPNOTSUPP);
+                        /* an empty PIN gets its first value: CHANGE REFERENCE
+                         * DATA P1=01 with the new PIN only, typed at the pad */
+                        const uint8_t tmpl[13] = { 0x00, 0x24, 0x01, ref, 0x08 };
+                        card_op_pin_pad(op, c, true, tmpl, sizeof(tmpl), 0, 6, on_changed);
                         return;
                 }
                 finish_result(op, CARD_PIN_EMPTY, 0);
@@ -426,13 +438,24 @@ int card_pin_unblock(card_service_t *cs, const char *handle, const char *pin, co
 {
         if (!card_lookup(cs, handle))
                 return -ENOENT;
-        /* PUK on the pad: PERFORM VERIFICATION with the template
-         * 00 2C 01 ref 08 <PUK> (or MODIFY with 00 2C 00 ref 10 <PUK><new>)
-         * needs a template-taking command in the ct module, which it does
-         * not offer yet */
         if (!puk)
-                return -EOPNOTSUPP;
+                return -EINVAL;
         if (!digits_ok(puk) || (new_pin && !digits_ok(new_pin)))
                 return -EINVAL;
         return pin_start(cs, handle, pin, ACT_UNBLOCK, deliver_result, (void *)cb, ud, puk, new_pin);
+}
+
+int card_pin_unblock_at_terminal(card_service_t *cs, const char *handle, const char *pin, bool new_pin,
+                                 card_pin_cb cb, void *ud)
+{
+        card_op_t *op;
+        int r = pin_start(cs, handle, pin, ACT_UNBLOCK, deliver_result, (void *)cb, ud, NULL, NULL);
+
+        if (r < 0)
+                return r;
+        /* pin_start only queued the status query: flag the pending op */
+        op = card_lookup(cs, handle)->op;
+        op->on_pad = true;
+        op->pad_new_pin = new_pin;
+        return r;
 }

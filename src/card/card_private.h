@@ -63,6 +63,8 @@ struct card_op {
         card_pin_result_t result;
         unsigned left;
         char puk[16], new_pin[16];
+        bool on_pad;            /* unblock: PUK (and new PIN) typed at the terminal */
+        bool pad_new_pin;
 
         /* file reads: the file being read, then the files kept */
         card_step_fn read_done;
@@ -91,6 +93,9 @@ void card_op_next(card_op_t *op, card_t *c, const uint8_t *apdu, size_t len, car
 /* PIN entry on the pad of c's terminal (PERFORM / MODIFY VERIFICATION);
  * step gets the card's status word. first: as card_op_first. */
 int card_op_pin_entry(card_op_t *op, card_t *c, uint8_t ref, bool change, card_step_fn step, bool first);
+/* PIN-pad command with any card APDU template (ct_pin_command). */
+int card_op_pin_pad(card_op_t *op, card_t *c, bool modify, const uint8_t *tmpl, size_t len, uint8_t pos,
+                    uint8_t pos_new, card_step_fn step);
 /* SELECT the application aid (NULL: the MF); step runs on 9000, the
  * operation ends with the error for anything else. */
 int card_op_select(card_op_t *op, card_t *c, const uint8_t *aid, size_t aid_len, card_step_fn step, bool first);

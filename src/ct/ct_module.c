@@ -332,36 +332,45 @@ int ct_output(ct_service_t *ct, const char *ctid, const char *text, ct_response_
         return submit(ct, ctid, SICCT_ADDR_CT, &b, 0, cb, ud);
 }
 
-int ct_verify_pin(ct_service_t *ct, const char *ctid, unsigned slot, uint8_t pwd_ref, bool change,
-                  uint32_t timeout_ms, ct_response_cb cb, void *ud)
+int ct_pin_command(ct_service_t *ct, const char *ctid, unsigned slot, bool modify, const uint8_t *tmpl,
+                   size_t tmpl_len, uint8_t pos, uint8_t pos_new, uint32_t timeout_ms, ct_response_cb cb,
+                   void *ud)
 {
         sicct_buf_t b = SICCT_BUF_INIT;
-        /* card APDU templates with the PIN block positions left blank:
-         * VERIFY 00 20 00 ref 08 <block>, CHANGE REFERENCE DATA 00 24 00 ref 10 <old><new> */
-        uint8_t verify[13] = { 0x00, 0x20, 0x00, pwd_ref, 0x08 };
-        uint8_t modify[21] = { 0x00, 0x24, 0x00, pwd_ref, 0x10 };
         sicct_pin_cmd_t p = {
                 .fu = (uint8_t)slot,
                 .control = SICCT_PIN_CONTROL_FORMAT2,
-                .pos = 6,
-                .pos_new = change ? 14 : 0,
-                .tmpl = change ? modify : verify,
-                .tmpl_len = change ? sizeof(modify) : sizeof(verify),
+                .pos = pos,
+                .pos_new = modify ? pos_new : 0,
+                .tmpl = tmpl,
+                .tmpl_len = tmpl_len,
         };
         int r;
 
-        if (slot < 1 || slot > CT_SLOTS_MAX)
+        if (slot < 1 || slot > CT_SLOTS_MAX || !tmpl || tmpl_len < 4)
                 return -EINVAL;
         if (timeout_ms >= 1000) {
                 p.has_timeout = true;
                 p.timeout_s = (uint16_t)(timeout_ms / 1000 > 65535 ? 65535 : timeout_ms / 1000);
         }
-        r = change ? sicct_modify_verification_build(&p, &b) : sicct_perform_verification_build(&p, &b);
+        r = modify ? sicct_modify_verification_build(&p, &b) : sicct_perform_verification_build(&p, &b);
         if (r < 0) {
                 sicct_buf_done(&b);
                 return r;
         }
         return submit(ct, ctid, SICCT_ADDR_CT, &b, timeout_ms + 5000, cb, ud);
+}
+
+int ct_verify_pin(ct_service_t *ct, const char *ctid, unsigned slot, uint8_t pwd_ref, bool change,
+                  uint32_t timeout_ms, ct_response_cb cb, void *ud)
+{
+        /* card APDU templates with the PIN block positions left blank:
+         * VERIFY 00 20 00 ref 08 <block>, CHANGE REFERENCE DATA 00 24 00 ref 10 <old><new> */
+        const uint8_t verify[13] = { 0x00, 0x20, 0x00, pwd_ref, 0x08 };
+        const uint8_t modify[21] = { 0x00, 0x24, 0x00, pwd_ref, 0x10 };
+
+        return change ? ct_pin_command(ct, ctid, slot, true, modify, sizeof(modify), 6, 14, timeout_ms, cb, ud)
+                      : ct_pin_command(ct, ctid, slot, false, verify, sizeof(verify), 6, 0, timeout_ms, cb, ud);
 }
 
 /* ---- life cycle ------------------------------------------------------ */
