@@ -340,21 +340,6 @@ static const kon_conf_section_t *schema(void)
                 (cond);                                                            \
         })
 
-static long status_kb(const char *field)
-{
-        char line[256];
-        long v = -1;
-        FILE *f = fopen("/proc/self/status", "r");
-
-        if (!f)
-                return -1;
-        while (fgets(line, sizeof(line), f))
-                if (strncmp(line, field, strlen(field)) == 0 && line[strlen(field)] == ':')
-                        v = strtol(line + strlen(field) + 1, NULL, 10);
-        fclose(f);
-        return v;
-}
-
 static long pid_status_kb(pid_t pid, const char *field)
 {
         char path[64], line[256];
@@ -530,11 +515,14 @@ static int cmp_u64(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
+/* Nearest-rank percentile of n > 0 sorted values. */
 static uint64_t pct(const uint64_t *sorted, size_t n, double p)
 {
-        size_t i = (size_t)(p * (double)n + 0.999999);
+        size_t rank = (size_t)(p * (double)n + 0.999999);
 
-        return sorted[(i ? i - 1 : 0) < n ? (i ? i - 1 : 0) : n - 1];
+        if (rank < 1)
+                rank = 1;
+        return sorted[(rank > n ? n : rank) - 1];
 }
 
 static void report(const char *what, uint64_t *v, size_t n, bool ms)
@@ -579,6 +567,7 @@ static void scenario_latency(unsigned inserts, unsigned apdus)
                "(ready in %.0f ms with %u cards loaded)\n",
                LAT_TERMS, SLOTS, (int)getpid(), (int)k->emu_pid, k->emu_start_ms, LAT_TERMS * SLOTS);
         wait_connected(k);
+        uint64_t t_connected = kon_now_monotonic_us();
         RUN_UNTIL(k->core.loop, 300, false); /* let the connection set-up settle */
 
         uint64_t cpu0 = cpu_us();
@@ -600,6 +589,11 @@ static void scenario_latency(unsigned inserts, unsigned apdus)
                 in_use[i] = k->t_in_use[t][s] - t_ins;
                 ins[i] = k->t_inserted[t][s] - t_ins;
                 ins_sent[i] = k->t_inserted[t][s] - t_sent;
+                if (ins[i] > 10000)
+                        printf("# slow insert #%u (KT%02u slot %u, %.0f ms after the connection was set up): "
+                               "CT/SLOT_IN_USE after %.2f ms, CARD/INSERTED after %.2f ms\n",
+                               i, t + 1, s + 1, (double)(t_ins - t_connected) / 1000.0,
+                               (double)in_use[i] / 1000.0, (double)ins[i] / 1000.0);
                 if (strcmp(k->card_type[t][s], "EGK") == 0)
                         egk[negk++] = ins[i];
                 else if (strcmp(k->card_type[t][s], "SMC-B") == 0)
@@ -685,14 +679,14 @@ static void scenario_memory(unsigned n)
 
         if (!k)
                 kon_oom();
-        long rss0 = status_kb("VmRSS");
+        long rss0 = pid_status_kb(getpid(), "VmRSS");
         konn_start(k, n);
         printf("# scenario 2: %u terminals x %u slots, Konnektor pid %d, emulators pid %d "
                "(ready in %.0f ms with %u cards loaded)\n",
                n, SLOTS, (int)getpid(), (int)k->emu_pid, k->emu_start_ms, n * SLOTS);
         wait_connected(k);
         RUN_UNTIL(k->core.loop, 300, false);
-        long rss1 = status_kb("VmRSS");
+        long rss1 = pid_status_kb(getpid(), "VmRSS");
 
         const ack_t *a = emu_cmd(k, CMD_INSERT_ALL, 0, 0, &t_sent);
         uint64_t t0 = a->t_us;
@@ -700,11 +694,14 @@ static void scenario_memory(unsigned n)
                 fprintf(stderr, "bench_ct: only %u of %u cards recognised\n", k->inserted, n * SLOTS);
                 exit(1);
         }
-        uint64_t t1 = kon_now_monotonic_us();
+        uint64_t t1 = 0;
+        for (unsigned t = 0; t < n; t++)
+                for (unsigned sl = 0; sl < SLOTS; sl++)
+                        t1 = k->t_inserted[t][sl] > t1 ? k->t_inserted[t][sl] : t1;
         card_service_t *cs = kon_core_lookup(&k->core, "card");
         size_t ncards = card_list(cs, NULL, 0);
         RUN_UNTIL(k->core.loop, 500, false);
-        long rss2 = status_kb("VmRSS"), hwm = status_kb("VmHWM");
+        long rss2 = pid_status_kb(getpid(), "VmRSS"), hwm = pid_status_kb(getpid(), "VmHWM");
         long emu_rss = pid_status_kb(k->emu_pid, "VmRSS");
 
         printf("%u cards inserted at once -> all CARD/INSERTED in %.0f ms (%zu cards with handles)\n",

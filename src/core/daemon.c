@@ -27,11 +27,13 @@
 #include "konnektor/core.h"
 #include "konnektor/card.h"
 #include "konnektor/ct.h"
+#include "konnektor/infomodel.h"
 #include "konnektor/ktemu_module.h"
 
 /* The compiled-in modules. Later modules (ct, card, soap, ...) add one line
  * here and their configuration sections come with them. */
 static const kon_module_t *const builtin_modules[] = {
+        &kon_infomodel_module,
         &kon_emulated_terminals_module,
         &kon_ct_module,
         &kon_card_module,

@@ -519,8 +519,14 @@ static void step_slots(ct_term_t *t, int err, const uint8_t *resp, size_t len)
                 if (t->svc->listener.terminal_changed)
                         t->svc->listener.terminal_changed(t->svc->listener_ud, t->info.ctid, true);
                 t->keepalive = sd_event_source_disable_unref(t->keepalive);
+                /* a random first delay spreads the keep-alives of terminals
+                 * that connected together (bench_ct saw them fire in step) */
+                uint32_t jitter = 0;
+                RAND_bytes((unsigned char *)&jitter, sizeof(jitter));
                 (void)sd_event_add_time_relative(t->svc->core->loop, &t->keepalive, CLOCK_MONOTONIC,
-                                                 t->svc->keepalive_interval_us, 10000, on_keepalive, t);
+                                                 t->svc->keepalive_interval_us +
+                                                         jitter % (t->svc->keepalive_interval_us / 4 + 1),
+                                                 10000, on_keepalive, t);
         }
         /* report differences (first time: every occupied slot) */
         for (unsigned i = 0; i < t->info.slots; i++) {

@@ -1,0 +1,191 @@
+/* The information model (Informationsmodell) and the access check
+ * (Zugriffsberechtigungsdienst) of the Konnektor.
+ *
+ * Entities: Mandant, Clientsystem, Arbeitsplatz (workplace), Kartenterminal
+ * (CtId). Assignments: Mandant<->Clientsystem and Mandant<->Arbeitsplatz
+ * (n:m), Arbeitsplatz<->Kartenterminal either "local" (the terminal stands
+ * at the workplace) or "remote-PIN" (the workplace enters PINs for cards in
+ * other terminals at it), and Mandant<->SM-B (the ICCSN of an SMC-B/HSM-B
+ * managed for the Mandant).
+ *
+ * Storage: tables of the state-store component "infomodel". The boot
+ * configuration seeds them at every start (and reload): entities named in
+ * konnektor.conf are created, and the assignments written there replace the
+ * ones a previous configuration wrote. Entities and assignments created
+ * through this API (the admin module) are kept across restarts; an entity
+ * that a previous configuration created and the current one no longer
+ * names is removed, with its assignments. See konnektor.conf(5),
+ * INFORMATION MODEL.
+ *
+ * Every SOAP call runs infomodel_check, so it reads an immutable in-memory
+ * snapshot and never SQLite. Mutations write the store in one transaction,
+ * then rebuild the snapshot from the store (so memory can never disagree
+ * with what a restart would load) and publish INFOMODEL/CHANGED.
+ *
+ * Threads: infomodel_check, infomodel_terminals_for, infomodel_list and
+ * infomodel_links may run on any thread. Mutations use the main-thread
+ * store connection: main thread only.
+ *
+ * Identifiers: 1 to 64 of A-Z a-z 0-9 _ . - (the characters a
+ * konnektor.conf instance name allows, so every model can be written as
+ * configuration). ICCSNs: exactly 20 digits.
+ */
+#ifndef KONNEKTOR_INFOMODEL_H
+#define KONNEKTOR_INFOMODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "konnektor/bus.h"
+#include "konnektor/conf.h"
+#include "konnektor/module.h"
+#include "konnektor/store.h"
+
+#define INFOMODEL_ID_MAX 64
+#define INFOMODEL_ICCSN_LEN 20
+#define INFOMODEL_NAME_MAX 256
+#define INFOMODEL_TEXT_MAX 192
+
+typedef struct infomodel infomodel_t;
+
+typedef enum {
+        INFOMODEL_MANDANT,
+        INFOMODEL_CLIENTSYSTEM,
+        INFOMODEL_WORKPLACE,
+        INFOMODEL_TERMINAL,
+        _INFOMODEL_ENTITY_MAX
+} infomodel_entity_t;
+
+typedef enum {
+        INFOMODEL_LINK_MANDANT_CLIENTSYSTEM, /* a = MandantId, b = ClientSystemId */
+        INFOMODEL_LINK_MANDANT_WORKPLACE,    /* a = MandantId, b = WorkplaceId */
+        INFOMODEL_LINK_WORKPLACE_LOCAL,      /* a = WorkplaceId, b = CtId */
+        INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, /* a = WorkplaceId, b = CtId */
+        INFOMODEL_LINK_MANDANT_SMB,          /* a = MandantId, b = ICCSN */
+        _INFOMODEL_LINK_MAX
+} infomodel_link_t;
+
+/* gematik error codes the check returns (gemSpec_Kon; texts summarised). */
+enum {
+        INFOMODEL_E_USERID = 4003,        /* UserId missing (HBA use) */
+        INFOMODEL_E_MANDANT = 4004,       /* invalid MandantId */
+        INFOMODEL_E_CLIENTSYSTEM = 4005,  /* invalid ClientSystemId */
+        INFOMODEL_E_WORKPLACE = 4006,     /* invalid WorkplaceId */
+        INFOMODEL_E_CTID = 4007,          /* invalid CtId */
+        INFOMODEL_E_SMB = 4009,           /* SM-B not managed by the Mandant */
+        INFOMODEL_E_CS_NOT_ASSIGNED = 4010,
+        INFOMODEL_E_WP_NOT_ASSIGNED = 4011,
+        INFOMODEL_E_CT_NOT_ASSIGNED = 4012, /* neither local nor remote-PIN KT of the workplace */
+        INFOMODEL_E_INCOMPLETE = 4021,    /* Context incomplete */
+};
+
+/* CCTX:Context. NULL or "" means absent. */
+typedef struct {
+        const char *mandant_id;
+        const char *client_system_id;
+        const char *workplace_id;
+        const char *user_id;
+} infomodel_context_t;
+
+typedef enum {
+        INFOMODEL_CT_ANY,        /* local or remote-PIN terminal of the workplace */
+        INFOMODEL_CT_LOCAL,      /* must stand at the workplace (display, card request) */
+        INFOMODEL_CT_REMOTE_PIN, /* must be a remote-PIN terminal of the workplace */
+} infomodel_ct_use_t;
+
+/* What a call needs beyond a valid context. Zero-initialised = nothing. */
+typedef struct {
+        const char *ctid;          /* a terminal (or the terminal of the card), NULL = none */
+        infomodel_ct_use_t ct_use;
+        const char *card_type;     /* CARDCMN:CardType of the card in ctid, NULL = no card */
+        const char *iccsn;         /* its ICCSN; for SMC-B/HSM-B/SM-B cards it must be managed (4009) */
+        bool mandant_wide;         /* any terminal of any workplace of the Mandant will do */
+        bool need_user;            /* HBA operations: UserId required (4003) */
+} infomodel_request_t;
+
+/* A set of ids, sorted, without duplicates. */
+typedef struct {
+        size_t n;
+        char (*id)[INFOMODEL_ID_MAX + 1];
+} infomodel_ids_t;
+
+typedef struct {
+        int code;                          /* 0 or the gematik error code */
+        char text[INFOMODEL_TEXT_MAX];     /* "" or an error text for GERROR:ErrorText */
+        /* On success: the terminals the caller may use (as infomodel_terminals_for
+         * with req->mandant_wide) and the workplace's remote-PIN terminals. */
+        infomodel_ids_t terminals;
+        infomodel_ids_t remote_pin_terminals;
+        bool ct_local, ct_remote_pin;      /* with req->ctid: how it is assigned to the workplace */
+} infomodel_result_t;
+
+/* Free the sets in a result or an id set (the struct itself is the caller's). */
+void infomodel_result_done(infomodel_result_t *r);
+void infomodel_ids_done(infomodel_ids_t *ids);
+
+/* The access check (TUC_KON_000 "Prüfe Zugriffsberechtigung"). Checks, in
+ * this order, and stops at the first failure:
+ *   4021  MandantId, ClientSystemId or WorkplaceId absent or empty
+ *   4004  Mandant unknown          4005  Clientsystem unknown
+ *   4006  Arbeitsplatz unknown     4010  Clientsystem not assigned to the Mandant
+ *   4011  Arbeitsplatz not assigned to the Mandant
+ *   4007  req->ctid unknown
+ *   4012  req->ctid not assigned to the workplace as req->ct_use demands
+ *         (mandant-wide: not assigned to any workplace of the Mandant)
+ *   4009  SM-B card (SMC-B, HSM-B, SM-B) whose ICCSN the Mandant does not manage
+ *   4003  req->need_user and no UserId
+ * Returns 0 (ret->code 0 and the allowed sets) or the error code (also in
+ * ret->code with ret->text). ret is always written; release it with
+ * infomodel_result_done. Any thread. */
+int infomodel_check(infomodel_t *im, const infomodel_context_t *ctx, const infomodel_request_t *req,
+                    infomodel_result_t *ret);
+
+/* The CtIds a caller may see: the local and remote-PIN terminals of its
+ * workplace, or with mandant_wide those of every workplace of its Mandant.
+ * Runs the context part of the check first: 0, or the gematik code (ret
+ * then empty). Any thread. */
+int infomodel_terminals_for(infomodel_t *im, const infomodel_context_t *ctx, bool mandant_wide,
+                            infomodel_ids_t *ret);
+
+/* Syntax of ids and ICCSNs. */
+bool infomodel_id_valid(const char *id);
+bool infomodel_iccsn_valid(const char *iccsn);
+
+const char *infomodel_entity_name(infomodel_entity_t kind); /* "Mandant", ... */
+const char *infomodel_link_name(infomodel_link_t kind);     /* "MandantClientsystem", ... */
+
+/* Mutations (main thread). Each change is one transaction, then the
+ * snapshot is rebuilt and INFOMODEL/CHANGED (Operation, Info) is published
+ * with Action (Add, Remove, Assign, Unassign, Configure), Kind and Id
+ * (Target for assignments). -EINVAL for bad syntax or kind, -EEXIST for a
+ * duplicate, -ENOENT for an unknown entity or assignment, -EIO for the
+ * store. Removing an entity removes its assignments. */
+int infomodel_add(infomodel_t *im, infomodel_entity_t kind, const char *id);
+int infomodel_remove(infomodel_t *im, infomodel_entity_t kind, const char *id);
+/* Name of a Clientsystem (≤ INFOMODEL_NAME_MAX characters, "" = none). */
+int infomodel_clientsystem_set_name(infomodel_t *im, const char *id, const char *name);
+int infomodel_assign(infomodel_t *im, infomodel_link_t kind, const char *a, const char *b);
+int infomodel_unassign(infomodel_t *im, infomodel_link_t kind, const char *a, const char *b);
+
+/* Reading (any thread): all ids of an entity kind, the b-sides of an
+ * assignment for one a (sorted), a Clientsystem's name. 0, -EINVAL for a
+ * bad kind, -ENOENT for an unknown a or id. */
+int infomodel_list(infomodel_t *im, infomodel_entity_t kind, infomodel_ids_t *ret);
+int infomodel_links(infomodel_t *im, infomodel_link_t kind, const char *a, infomodel_ids_t *ret);
+int infomodel_clientsystem_name(infomodel_t *im, const char *id, char name[static INFOMODEL_NAME_MAX + 1]);
+
+/* Without the module registry (tools, fuzzing): migrate the store, seed it
+ * from conf (may be NULL; else it must contain the sections below), load
+ * the snapshot. bus may be NULL (no events). err: KON_MODULE_ERROR_MAX. */
+int infomodel_new(kon_store_t *store, kon_bus_t *bus, const kon_conf_t *conf, infomodel_t **ret, char *err);
+/* Seed again from a new configuration (SIGHUP). */
+int infomodel_configure(infomodel_t *im, const kon_conf_t *conf, char *err);
+void infomodel_free(infomodel_t *im);
+
+/* Sections [mandant "ID"], [workplace "ID"], [clientsystem "ID"]. */
+extern const kon_conf_section_t infomodel_conf_sections[];
+
+/* The module: name "infomodel", registers the infomodel_t as service
+ * "infomodel". */
+extern const kon_module_t kon_infomodel_module;
+
+#endif
