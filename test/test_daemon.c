@@ -437,6 +437,7 @@ START_TEST(demo_terminals)
         ck_assert_int_eq(tu_daemon_spawn(&d, KONNEKTORD, args, NULL), 0);
         ck_assert_msg(tu_daemon_wait_notify(&d, "READY=1", 5000) > 0, "%s", d.stderr_buf);
         ck_assert_ptr_nonnull(strstr(d.stderr_buf, "kt-ctl"));
+        ck_assert_msg(strstr(d.stderr_buf, "SOAP: https://127.0.0.1:8443/connector.sds"), "%s", d.stderr_buf);
         for (int i = 0; i < 100 && count_protocol("CT/CONNECTED") < 2; i++)
                 usleep(50000);
         ck_assert_int_eq(count_protocol("CT/CONNECTED"), 2);

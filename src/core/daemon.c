@@ -27,6 +27,7 @@
 #include "konnektor/core.h"
 #include "konnektor/card.h"
 #include "konnektor/ct.h"
+#include "konnektor/soap.h"
 #include "konnektor/infomodel.h"
 #include "konnektor/ktemu_module.h"
 
@@ -37,6 +38,7 @@ static const kon_module_t *const builtin_modules[] = {
         &kon_emulated_terminals_module,
         &kon_ct_module,
         &kon_card_module,
+        &kon_soap_module,
         NULL
 };
 

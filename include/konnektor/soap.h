@@ -1,0 +1,47 @@
+/* The soap module: the Außenschnittstelle towards client systems (PVS).
+ *
+ * This first slice owns the listener and the service directory
+ * (connector.sds, ServiceDirectory.xsd 3.1): one HTTPS server (OpenSSL in
+ * front of libmicrohttpd, include/konnektor/https.h) and optionally a
+ * second plain-HTTP one, both answering the same paths. Endpoints of the
+ * business services are announced in connector.sds and answer with a
+ * placeholder SOAP fault (gematik error 4001) until their slices land.
+ *
+ * Vendor profiles ([soap] vendor_profile) reproduce how real Konnektors
+ * shape connector.sds: endpoint paths, order of services and versions,
+ * Endpoint besides EndpointTLS, ProductType strings and TLSMandatory
+ * defaults. The table and its sources are in src/soap/soap_profiles.c.
+ *
+ * The module registers itself as core service "soap" (soap_service_t).
+ */
+#ifndef KONNEKTOR_SOAP_H
+#define KONNEKTOR_SOAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "konnektor/module.h"
+
+extern const kon_module_t kon_soap_module;
+
+typedef struct soap_service soap_service_t;
+
+/* Bound port of the main listener (TLS unless [soap] tls = no). */
+uint16_t soap_service_port(const soap_service_t *s);
+/* Bound port of the extra plain-HTTP listener ([soap] plain_listen), 0 if none. */
+uint16_t soap_service_plain_port(const soap_service_t *s);
+
+/* A validated Host header value: reg-name, IPv4 or [IPv6] (RFC 3986, no
+ * zone, no userinfo, no percent-encoding), optional port 1..65535. */
+#define SOAP_HOST_MAX 256
+/* Parse value as host[:port]. On success host holds the host part,
+ * lower-cased, IPv6 with brackets ("[::1]"), and *ret_port the port or 0 if
+ * none was given. -EINVAL if value is not acceptable (too long, empty
+ * label, forbidden character, bad port, ...). */
+int soap_parse_host(const char *value, char host[SOAP_HOST_MAX], uint16_t *ret_port);
+
+/* Vendor profile names, NULL-terminated (also the choices of
+ * [soap] vendor_profile): generic, secunet, kocobox, rise, titus. */
+extern const char *const soap_profile_names[];
+
+#endif
