@@ -3,7 +3,11 @@
  * This first slice owns the listener and the service directory
  * (connector.sds, ServiceDirectory.xsd 3.1): one HTTPS server (OpenSSL in
  * front of libmicrohttpd, include/konnektor/https.h) and optionally a
- * second plain-HTTP one, both answering the same paths. Endpoints of the
+ * second plain-HTTP one, both answering the same paths. The EventService
+ * endpoint runs the request pipeline (Content-Type, size, DOCTYPE, parse,
+ * schema validation against [soap] schema_dir, access check through the
+ * info model, data from ct and card read on the main loop) and answers
+ * GetCardTerminals, GetCards and GetResourceInformation; the other
  * business services are announced in connector.sds and answer with a
  * placeholder SOAP fault (gematik error 4001) until their slices land.
  *

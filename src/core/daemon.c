@@ -26,6 +26,7 @@
 #include "daemon.h"
 #include "konnektor/core.h"
 #include "konnektor/card.h"
+#include "konnektor/cetp.h"
 #include "konnektor/ct.h"
 #include "konnektor/soap.h"
 #include "konnektor/infomodel.h"
@@ -38,6 +39,7 @@ static const kon_module_t *const builtin_modules[] = {
         &kon_emulated_terminals_module,
         &kon_ct_module,
         &kon_card_module,
+        &kon_cetp_module,
         &kon_soap_module,
         NULL
 };

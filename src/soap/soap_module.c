@@ -16,15 +16,47 @@
  * client certificate is refused there: plain HTTP cannot carry one.
  *
  * The handler runs on libmicrohttpd's thread. It reads only what create()
- * fixed (configuration copied into soap_service_t) and never touches the
- * core, so it needs no lock. Bodies are checked (size, DOCTYPE) before any
- * XML parser could see them; the service endpoints themselves answer with
- * a SOAP fault (gematik 4001, HTTP 501) until their slices replace it.
+ * fixed (configuration copied into soap_service_t, the compiled schemas)
+ * and never touches the core directly. Bodies are checked (method, size,
+ * Content-Type, DOCTYPE) before any XML parser could see them; services
+ * with a pipeline (soap_request.c; so far the EventService) parse, validate
+ * and answer there, the others answer with a SOAP fault (gematik 4001,
+ * HTTP 501) until their slices replace it.
+ *
+ * Schemas: each service's XSD is compiled once in create() from
+ * [soap] schema_dir (default KON_DATADIR/api-telematik). A missing or
+ * broken schema does not stop the module: connector.sds is still served and
+ * the service answers every call with a 4001 fault naming the schema, so a
+ * half-installed Konnektor says what is wrong instead of not starting.
+ *
+ * Hand-over to the main loop: terminal, card and service-registry state
+ * belong to the main loop (ct_list, card_list, kon_core_lookup are not
+ * thread-safe), and sd-event may not be touched from another thread. The
+ * handler therefore queues a job (mutex-protected list), wakes the loop
+ * through an eventfd watched by an sd-event I/O source, and waits on a
+ * condition variable, at most JOB_TIMEOUT_MS. The loop copies the few
+ * hundred bytes per terminal and card into the job and signals; everything
+ * else (parsing, validation, the access check, which is thread-safe, and
+ * serialisation) stays on the handler thread, so the loop never blocks on a
+ * client. Jobs are filled while the lock is held, so a job is either queued
+ * or done: a handler that times out simply unlinks it. stop() fails queued
+ * jobs and refuses new ones before it joins the HTTP threads, so no
+ * handler waits for a loop that is busy stopping. https.h offers no
+ * suspend/resume, which is why the handler blocks; the listeners run
+ * several libmicrohttpd threads so one slow call does not hold up others.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <libxml/parser.h>
+#include <libxml/xmlschemas.h>
 
 #include "config.h"
 #include "konnektor/log.h"
@@ -32,6 +64,7 @@
 #include "soap_private.h"
 
 #define SDS_PATH "/connector.sds"
+#define JOB_TIMEOUT_MS 10000
 
 static const char *const auth_levels[] = { "none", "optional", "required", NULL };
 
@@ -80,6 +113,8 @@ static const kon_conf_key_t soap_keys[] = {
           .doc = "ProductVendorName (shown by client systems)" },
         { .name = "product_name", .type = KON_CONF_STRING, .def = "konnektord virtual Konnektor", .max = 256,
           .doc = "ProductName (shown by client systems)" },
+        { .name = "schema_dir", .type = KON_CONF_PATH, .def = KON_DATADIR "/api-telematik",
+          .doc = "the gematik api-telematik tree (conn/EventService.xsd, ...) requests are validated against" },
         { .name = "max_body", .type = KON_CONF_SIZE, .def = "1M", .min = 4096, .max = 64LL << 20,
           .doc = "largest request body; larger ones get 413 before any parsing" },
         { .name = "max_connections", .type = KON_CONF_INT, .def = "256", .min = 1, .max = 65536,
@@ -120,7 +155,25 @@ struct soap_service {
         char *client_ca;
         bool tls12_only;
         unsigned max_connections, handshake_ms, idle_ms;
+        /* compiled in create(), read-only afterwards */
+        xmlSchemaPtr schemas[SOAP_SVC_COUNT];
+        char *schema_err[SOAP_SVC_COUNT];
+        /* hand-over to the main loop (see the top of this file) */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        struct soap_job *queue;
+        bool accepting;
+        int wake_fd;
+        sd_event_source *wake_src;
 };
+
+typedef struct soap_job {
+        struct soap_job *next;
+        bool done;
+        int result;
+        soap_data_t data;
+        infomodel_t *im;        /* looked up on the loop; thread-safe to use */
+} soap_job_t;
 
 uint16_t soap_service_port(const soap_service_t *s)
 {
@@ -224,11 +277,154 @@ static int serve_sds(soap_service_t *s, https_request_t *req, const https_peer_t
         return https_respond(req, 200, "text/xml; charset=UTF-8", xml, len);
 }
 
+/* ---- the main-loop hand-over ------------------------------------------------ */
+
+static void copy_state(soap_service_t *s, soap_job_t *j)
+{
+        ct_service_t *ct = kon_core_lookup(s->core, "ct");
+        card_service_t *cs = kon_core_lookup(s->core, "card");
+        soap_data_t *d = &j->data;
+        size_t n;
+
+        j->im = kon_core_lookup(s->core, "infomodel");
+        if (ct && (n = ct_list(ct, NULL, 0)) > 0) {
+                d->cts = kon_malloc(n * sizeof(*d->cts));
+                d->n_cts = ct_list(ct, d->cts, n);
+                if (d->n_cts > n)
+                        d->n_cts = n;
+        }
+        if (cs && (n = card_list(cs, NULL, 0)) > 0) {
+                d->cards = kon_malloc(n * sizeof(*d->cards));
+                d->n_cards = card_list(cs, d->cards, n);
+                if (d->n_cards > n)
+                        d->n_cards = n;
+        }
+        if (s->core->opstate && (n = kon_opstate_list(s->core->opstate, false, NULL, 0)) > 0) {
+                d->states = kon_malloc(n * sizeof(*d->states));
+                d->n_states = kon_opstate_list(s->core->opstate, false, d->states, n);
+                if (d->n_states > n)
+                        d->n_states = n;
+        }
+}
+
+static int on_wake(sd_event_source *src, int fd, uint32_t revents, void *ud)
+{
+        soap_service_t *s = ud;
+        uint64_t v;
+
+        (void)src;
+        (void)revents;
+        if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                kon_warn("soap: wake-up read: %s", strerror(errno));
+        pthread_mutex_lock(&s->lock);
+        while (s->queue) {
+                soap_job_t *j = s->queue;
+
+                s->queue = j->next;
+                copy_state(s, j);
+                j->result = 0;
+                j->done = true;
+        }
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+}
+
+typedef struct {
+        soap_service_t *s;
+        infomodel_t *im;
+} call_ctx_t;
+
+/* soap_env_t.gather: queue, wake the loop, wait. Handler thread. */
+static int gather(void *ud, soap_data_t *ret)
+{
+        call_ctx_t *cc = ud;
+        soap_service_t *s = cc->s;
+        soap_job_t job = { .result = -ETIMEDOUT };
+        struct timespec deadline;
+        uint64_t one = 1;
+        int r = 0;
+
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += JOB_TIMEOUT_MS / 1000;
+        deadline.tv_nsec += (long)(JOB_TIMEOUT_MS % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&s->lock);
+        if (!s->accepting) {
+                pthread_mutex_unlock(&s->lock);
+                return -ESHUTDOWN;
+        }
+        job.next = s->queue;
+        s->queue = &job;
+        if (write(s->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+                kon_warn("soap: wake-up write: %s", strerror(errno));
+        while (!job.done && r == 0)
+                r = pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
+        if (!job.done)
+                /* filled only under the lock, so still queued: unlink */
+                for (soap_job_t **p = &s->queue; *p; p = &(*p)->next)
+                        if (*p == &job) {
+                                *p = job.next;
+                                break;
+                        }
+        pthread_mutex_unlock(&s->lock);
+        if (job.result < 0) {
+                soap_data_done(&job.data);
+                return job.result;
+        }
+        cc->im = job.im;
+        *ret = job.data;
+        return 0;
+}
+
+static int check(void *ud, const infomodel_context_t *ctx, const infomodel_request_t *req, infomodel_result_t *ret)
+{
+        call_ctx_t *cc = ud;
+
+        if (!cc->im) {
+                memset(ret, 0, sizeof(*ret));
+                ret->code = 4001;
+                kon_strlcpy(ret->text, "the information model is not running", sizeof(ret->text));
+                return 4001;
+        }
+        return infomodel_check(cc->im, ctx, req, ret);
+}
+
+static void workplaces_of(void *ud, const char *mandant, const char *ctid, infomodel_ids_t *ret)
+{
+        call_ctx_t *cc = ud;
+        infomodel_ids_t wps = { 0 };
+        size_t o = 0;
+
+        memset(ret, 0, sizeof(*ret));
+        if (!cc->im || infomodel_links(cc->im, INFOMODEL_LINK_MANDANT_WORKPLACE, mandant, &wps) < 0)
+                return;
+        ret->id = kon_malloc((wps.n ? wps.n : 1) * sizeof(*ret->id));
+        for (size_t i = 0; i < wps.n; i++) {
+                infomodel_ids_t cts = { 0 };
+
+                if (infomodel_links(cc->im, INFOMODEL_LINK_WORKPLACE_LOCAL, wps.id[i], &cts) < 0)
+                        continue;
+                for (size_t k = 0; k < cts.n; k++)
+                        if (strcmp(cts.id[k], ctid) == 0) {
+                                memcpy(ret->id[o++], wps.id[i], sizeof(ret->id[0]));
+                                break;
+                        }
+                infomodel_ids_done(&cts);
+        }
+        ret->n = o;
+        infomodel_ids_done(&wps);
+}
+
 static int serve_service(soap_service_t *s, https_request_t *req, soap_svc_id_t id)
 {
         const void *body;
         size_t len;
         char detail[160];
+        const char *action;
 
         if (strcmp(https_request_method(req), "POST") != 0) {
                 https_add_header(req, "Allow", "POST");
@@ -237,6 +433,8 @@ static int serve_service(soap_service_t *s, https_request_t *req, soap_svc_id_t 
         body = https_request_body(req, &len);
         if (len > s->max_body)
                 return respond_text(req, 413, "request body too large\n");
+        if (soap_service_schema_file(id) && !soap_content_type_ok(https_request_header(req, "Content-Type")))
+                return respond_text(req, 415, "a SOAP request needs Content-Type text/xml or application/soap+xml\n");
         if (soap_body_has_doctype(body, len))
                 return respond_fault(s, req, 500, &(soap_fault_t){
                         .faultcode = "soap:Client",
@@ -248,6 +446,33 @@ static int serve_service(soap_service_t *s, https_request_t *req, soap_svc_id_t 
                         .error_text = "Syntaxfehler",
                         .detail = "a document type declaration (DOCTYPE) is not allowed in a request",
                 });
+        if (soap_service_schema_file(id)) {
+                call_ctx_t cc = { .s = s };
+                soap_env_t env = {
+                        .schema = s->schemas[id],
+                        .schema_missing = s->schema_err[id],
+                        .gather = gather,
+                        .check = check,
+                        .workplaces_of = workplaces_of,
+                        .ud = &cc,
+                        .instance = s->instance,
+                        .now_us = kon_now_realtime_us(),
+                };
+                soap_reply_t rep;
+                int r;
+
+                /* advisory only (quoted, unquoted, empty, other namespaces
+                 * all occur in the field): the body's QName decides */
+                action = https_request_header(req, "SOAPAction");
+                if (action)
+                        kon_debug("soap: %s SOAPAction %s", soap_services[id].name, action);
+                r = soap_request_process(&env, id, body, len, &rep);
+                if (r < 0)
+                        return r;
+                r = https_respond(req, rep.status, "text/xml; charset=UTF-8", rep.body, rep.len);
+                free(rep.body);
+                return r;
+        }
         snprintf(detail, sizeof(detail), "%s is announced in connector.sds but not implemented yet",
                  soap_services[id].name);
         return respond_fault(s, req, 501, &(soap_fault_t){
@@ -370,6 +595,16 @@ static int soap_create(kon_core_t *core, void **ret, char *err)
 
         *ret = s;
         s->core = core;
+        s->wake_fd = -1;
+        pthread_mutex_init(&s->lock, NULL);
+        {
+                pthread_condattr_t ca;
+
+                pthread_condattr_init(&ca);
+                pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+                pthread_cond_init(&s->cond, &ca);
+                pthread_condattr_destroy(&ca);
+        }
         s->disabled = !kon_conf_get_bool(c, "soap", NULL, "enabled");
         if (s->disabled)
                 return 0;
@@ -497,6 +732,23 @@ static int soap_create(kon_core_t *core, void **ret, char *err)
         else
                 s->client_aut_mandatory = s->svc_auth == HTTPS_CLIENT_AUTH_REQUIRED;
 
+        /* one compiled schema per service; missing ones are reported per
+         * call (4001) rather than stopping the Konnektor */
+        xmlInitParser();
+        v = kon_conf_get_str(c, "soap", NULL, "schema_dir");
+        for (int i = 0; i < SOAP_SVC_COUNT; i++) {
+                const char *file = soap_service_schema_file((soap_svc_id_t)i);
+                char serr[512];
+
+                if (!file)
+                        continue;
+                if (soap_schema_load(v, file, &s->schemas[i], serr, sizeof(serr)) < 0) {
+                        kon_warn("soap: %s: %s; its calls will be answered with error 4001",
+                                 soap_services[i].name, serr);
+                        s->schema_err[i] = kon_strdup(serr);
+                }
+        }
+
         r = kon_core_register(core, "soap", s);
         return r < 0 ? r : 0;
 }
@@ -516,6 +768,7 @@ static int listen_on(soap_service_t *s, bool tls, const char *host, uint16_t por
                 .handshake_timeout_ms = s->handshake_ms,
                 .idle_timeout_ms = s->idle_ms,
                 .max_body = s->max_body,
+                .mhd_threads = 4,
                 .handler = handler,
                 .userdata = s,
         };
@@ -540,6 +793,19 @@ static int soap_start(void *priv, char *err)
 
         if (s->disabled)
                 return 0;
+        s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (s->wake_fd < 0) {
+                snprintf(err, KON_MODULE_ERROR_MAX, "eventfd: %s", strerror(errno));
+                return -errno;
+        }
+        r = sd_event_add_io(s->core->loop, &s->wake_src, s->wake_fd, EPOLLIN, on_wake, s);
+        if (r < 0) {
+                snprintf(err, KON_MODULE_ERROR_MAX, "cannot watch the wake-up eventfd: %s", strerror(-r));
+                return r;
+        }
+        pthread_mutex_lock(&s->lock);
+        s->accepting = true;
+        pthread_mutex_unlock(&s->lock);
         r = listen_on(s, s->tls, s->listen_host, s->listen_port, &s->main, err);
         if (r < 0)
                 return r;
@@ -564,8 +830,24 @@ static void soap_stop(void *priv)
 {
         soap_service_t *s = priv;
 
+        /* no handler may wait for the loop while we join its thread */
+        pthread_mutex_lock(&s->lock);
+        s->accepting = false;
+        while (s->queue) {
+                soap_job_t *j = s->queue;
+
+                s->queue = j->next;
+                j->result = -ESHUTDOWN;
+                j->done = true;
+        }
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
         s->plain = https_free(s->plain);
         s->main = https_free(s->main);
+        s->wake_src = sd_event_source_disable_unref(s->wake_src);
+        if (s->wake_fd >= 0)
+                close(s->wake_fd);
+        s->wake_fd = -1;
 }
 
 static void soap_destroy(void *priv)
@@ -588,6 +870,13 @@ static void soap_destroy(void *priv)
         free(s->vendor_name);
         free(s->product_name);
         free(s->instance);
+        for (int i = 0; i < SOAP_SVC_COUNT; i++) {
+                if (s->schemas[i])
+                        xmlSchemaFree(s->schemas[i]);
+                free(s->schema_err[i]);
+        }
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->lock);
         free(s);
 }
 

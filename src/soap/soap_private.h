@@ -84,6 +84,10 @@ typedef struct {
         const char *detail;     /* or NULL */
         const char *instance;   /* Trace/Instance, e.g. the core name */
         uint64_t now_us;
+        /* Optional: a first, more general Trace with the same code and this
+         * ErrorText. A PVS shows the last Trace (gemILF_PS 6.1), so the
+         * specific one (error_text, detail) always comes last. */
+        const char *outer_text;
 } soap_fault_t;
 
 int soap_fault_build(const soap_fault_t *f, char **ret, size_t *ret_len);
@@ -94,5 +98,108 @@ bool soap_body_has_doctype(const void *body, size_t len);
 
 /* "2026-11-28T17:09:24.123Z" into buf (>= 32 bytes). */
 const char *soap_format_datetime(uint64_t realtime_us, char *buf, size_t len);
+
+/* ---- service requests (soap_schema.c, soap_request.c) --------------------
+ * The pipeline from a POSTed body to a response document, factored so that
+ * it runs without TLS or a main loop (fuzz/fuzz_soap_request.c): parse from
+ * memory, find Envelope/Body/operation, validate the operation element
+ * against the service's compiled schema, dispatch on its QName. Everything
+ * it needs from the rest of the Konnektor comes through soap_env_t. */
+
+#define NS_SOAP "http://schemas.xmlsoap.org/soap/envelope/"
+#define NS_SOAP12 "http://www.w3.org/2003/05/soap-envelope"
+#define NS_GERROR "http://ws.gematik.de/tel/error/v2.0"
+#define NS_PI "http://ws.gematik.de/int/version/ProductInformation/v1.1"
+#define NS_EVT "http://ws.gematik.de/conn/EventService/v7.2"
+#define NS_CONN "http://ws.gematik.de/conn/ConnectorCommon/v5.0"
+#define NS_CCTX "http://ws.gematik.de/conn/ConnectorContext/v2.0"
+#define NS_CARD "http://ws.gematik.de/conn/CardService/v8.1"
+#define NS_CARDCMN "http://ws.gematik.de/conn/CardServiceCommon/v2.0"
+#define NS_CT "http://ws.gematik.de/conn/CardTerminalInfo/v8.0"
+
+struct _xmlSchema;
+struct _xmlNode;
+
+/* Compile dir/file once. Loads of imported files are confined to dir (a
+ * process-wide entity loader refuses anything else while a schema is being
+ * compiled on this thread). 0, -ENOENT (file missing), -EINVAL (does not
+ * compile); err says which. */
+int soap_schema_load(const char *dir, const char *file, struct _xmlSchema **ret, char *err, size_t errlen);
+/* Validate one element (and its subtree). 0, or -EBADMSG with the first
+ * libxml2 complaint, sanitised to printable ASCII, in msg ("line 7:
+ * Element '{ns}X': ..."). Thread-safe: a validation context per call. */
+int soap_schema_validate(struct _xmlSchema *schema, struct _xmlNode *elem, char *msg, size_t len);
+
+/* The schema file of a service, NULL while the service has no pipeline. */
+const char *soap_service_schema_file(soap_svc_id_t id);
+
+#include "konnektor/card.h"
+#include "konnektor/ct.h"
+#include "konnektor/infomodel.h"
+#include "konnektor/opstate.h"
+
+typedef enum {
+        SOAP_OP_UNKNOWN,
+        SOAP_OP_NOT_IMPLEMENTED,        /* a valid operation of the service we do not serve yet */
+        SOAP_OP_GET_CARDS,
+        SOAP_OP_GET_CARD_TERMINALS,
+        SOAP_OP_GET_RESOURCE_INFORMATION,
+} soap_op_t;
+
+/* A validated request, copied out of the document ("" = absent). */
+typedef struct {
+        soap_op_t op;
+        char name[64];                  /* operation local name */
+        char mandant[INFOMODEL_ID_MAX + 1], client_system[INFOMODEL_ID_MAX + 1],
+                workplace[INFOMODEL_ID_MAX + 1], user[INFOMODEL_ID_MAX + 1];
+        bool context_too_long;          /* an id longer than the info model allows */
+        bool mandant_wide;
+        char ctid[CT_ID_MAX + 1];
+        unsigned slot;                  /* 0 = absent */
+        char card_type[16];
+        char iccsn[21];
+        char handle[129];
+} soap_call_t;
+
+/* What the main loop hands over: copies, owned by the data. */
+typedef struct {
+        ct_terminal_info_t *cts;
+        size_t n_cts;
+        card_info_t *cards;
+        size_t n_cards;
+        kon_error_state_t *states;
+        size_t n_states;
+} soap_data_t;
+
+void soap_data_done(soap_data_t *d);
+
+typedef struct {
+        struct _xmlSchema *schema;      /* the service's; NULL = not available */
+        const char *schema_missing;     /* why not, for the 4001 fault */
+        /* Snapshot of terminals, cards and error states (main loop). 0 or
+         * -errno (-ETIMEDOUT, -ESHUTDOWN: answered with 4001). */
+        int (*gather)(void *ud, soap_data_t *ret);
+        /* The access check (infomodel_check), and the workplaces of the
+         * Mandant that have ctid as local terminal (any thread). */
+        int (*check)(void *ud, const infomodel_context_t *ctx, const infomodel_request_t *req,
+                     infomodel_result_t *ret);
+        void (*workplaces_of)(void *ud, const char *mandant, const char *ctid, infomodel_ids_t *ret);
+        void *ud;
+        const char *instance;           /* Trace/Instance */
+        uint64_t now_us;
+} soap_env_t;
+
+typedef struct {
+        unsigned status;                /* 200 or 500 (fault) */
+        char *body;                     /* malloc'ed UTF-8 */
+        size_t len;
+} soap_reply_t;
+
+/* text/xml or application/soap+xml, parameters allowed. */
+bool soap_content_type_ok(const char *value);
+/* The whole pipeline for one body of service svc; always produces a reply
+ * (a fault for anything wrong with the request). 0 or -ENOMEM. */
+int soap_request_process(const soap_env_t *env, soap_svc_id_t svc, const void *body, size_t len,
+                         soap_reply_t *ret);
 
 #endif

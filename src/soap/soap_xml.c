@@ -19,9 +19,6 @@
 
 #define NS_SDS "http://ws.gematik.de/conn/ServiceDirectory/v3.1"
 #define NS_SI "http://ws.gematik.de/conn/ServiceInformation/v2.0"
-#define NS_PI "http://ws.gematik.de/int/version/ProductInformation/v1.1"
-#define NS_SOAP "http://schemas.xmlsoap.org/soap/envelope/"
-#define NS_GERROR "http://ws.gematik.de/tel/error/v2.0"
 
 #define X(s) ((const xmlChar *)(s))
 
@@ -177,12 +174,23 @@ int soap_fault_build(const soap_fault_t *f, char **ret, size_t *ret_len)
         message_id(id);
         text_child(err, ns_err, "MessageID", id);
         text_child(err, ns_err, "Timestamp", soap_format_datetime(f->now_us, date, sizeof(date)));
+        snprintf(code, sizeof(code), "%d", f->code);
+        if (f->outer_text) {
+                trace = xmlNewChild(err, ns_err, X("Trace"), NULL);
+                text_child(trace, ns_err, "EventID", "");
+                text_child(trace, ns_err, "Instance", f->instance ? f->instance : "");
+                text_child(trace, ns_err, "LogReference", "");
+                text_child(trace, ns_err, "CompType", f->comp_type);
+                text_child(trace, ns_err, "Code", code);
+                text_child(trace, ns_err, "Severity", f->severity);
+                text_child(trace, ns_err, "ErrorType", f->error_type);
+                text_child(trace, ns_err, "ErrorText", f->outer_text);
+        }
         trace = xmlNewChild(err, ns_err, X("Trace"), NULL);
         text_child(trace, ns_err, "EventID", "");
         text_child(trace, ns_err, "Instance", f->instance ? f->instance : "");
         text_child(trace, ns_err, "LogReference", "");
         text_child(trace, ns_err, "CompType", f->comp_type);
-        snprintf(code, sizeof(code), "%d", f->code);
         text_child(trace, ns_err, "Code", code);
         text_child(trace, ns_err, "Severity", f->severity);
         text_child(trace, ns_err, "ErrorType", f->error_type);

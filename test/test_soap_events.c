@@ -1,0 +1,810 @@
+/* EventService queries end to end: a kon_core_t of our own runs infomodel,
+ * ct, card and soap; an in-process kt-emulator is paired over real TLS;
+ * client systems post SOAP over real TLS from other threads while this
+ * thread runs the main loop (the handler hands over to it, see
+ * src/soap/soap_module.c).
+ *
+ * Checked: every response validates against EventService.xsd and carries
+ * the terminal and card data (the Prüfkarte's KVNR P100000005); access
+ * errors 4004/4011/4021; schema violations, unknown operations, DOCTYPE
+ * and entity attacks answered with faults that validate against
+ * TelematikError.xsd; 415; SOAPAction variants; 20 concurrent clients; a
+ * missing schema directory answered with 4001.
+ *
+ * The gematik schemas come from the shared tree beside the repository
+ * (KON_SRCDIR/../shared/api-telematik); without it the test is skipped
+ * (exit 77).
+ */
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <libxml/xmlschemas.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "konnektor/card.h"
+#include "konnektor/core.h"
+#include "konnektor/ct.h"
+#include "konnektor/infomodel.h"
+#include "konnektor/ktemu.h"
+#include "konnektor/soap.h"
+#include "konnektor/util.h"
+#include "testutil.h"
+#include "src/soap/soap_private.h"
+
+#define PKI KON_BUILDDIR "/pki"
+#define API KON_SRCDIR "/../shared/api-telematik"
+#define NS_EVT "http://ws.gematik.de/conn/EventService/v7.2"
+
+static char *tmp;
+static xmlSchemaPtr evt_schema, error_schema;
+
+/* ---- the Konnektor under test ------------------------------------------------ */
+
+typedef struct {
+        kon_core_t core;
+        kon_conf_t *conf;
+        kon_modules_t *mods;
+        ktemu_t *emu;
+        uint16_t port;
+} konn_t;
+
+static const kon_conf_section_t *schema(void)
+{
+        static kon_conf_section_t s[32];
+        const kon_module_t *mods[] = { &kon_ct_module, &kon_card_module, &kon_infomodel_module, &kon_soap_module };
+        size_t n = 0;
+
+        if (s[0].name)
+                return s;
+        for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
+                s[n++] = *p;
+        for (size_t i = 0; i < 4; i++)
+                for (const kon_conf_section_t *p = mods[i]->conf_sections; p && p->name; p++)
+                        s[n++] = *p;
+        return s;
+}
+
+static uint16_t free_port(void)
+{
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof(sin);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+        close(fd);
+        return ntohs(sin.sin_port);
+}
+
+#define RUN_UNTIL(loop, ms, cond)                                                  \
+        ({                                                                         \
+                uint64_t _end = kon_now_monotonic_us() + (uint64_t)(ms) * 1000u;   \
+                while (!(cond) && kon_now_monotonic_us() < _end)                   \
+                        sd_event_run(loop, 20000);                                 \
+                (cond);                                                            \
+        })
+
+static ktemu_t *emu_start(sd_event *loop, uint16_t port)
+{
+        ktemu_config_t cfg;
+        ktemu_t *e = NULL;
+
+        ktemu_config_init(&cfg);
+        cfg.name = "KT-Empfang";
+        cfg.port = port;
+        cfg.slots = 4;
+        cfg.cert_file = PKI "/kt-1-ecc-chain.pem";
+        cfg.key_file = PKI "/private/kt-1-ecc.key";
+        cfg.ca_file = PKI "/ca-bundle.pem";
+        cfg.pki_dir = PKI;
+        cfg.pairing = KTEMU_PAIRING_AUTO;
+        cfg.keepalive_ms = 500;
+        cfg.pin = "123456";
+        cfg.mac[0] = 0x02;
+        cfg.mac[5] = 0x01;
+        ck_assert_int_eq(ktemu_new(&cfg, loop, &e), 0);
+        ck_assert_int_eq(ktemu_start(e), 0);
+        return e;
+}
+
+static bool connected(konn_t *k)
+{
+        ct_terminal_info_t info;
+        ct_service_t *ct = kon_core_lookup(&k->core, "ct");
+
+        return ct && ct_get(ct, "KT1", &info) == 0 && info.state == CT_STATE_CONNECTED;
+}
+
+/* The practice: M1 with CS1 and AP1 (KT1 local), M2 with CS2 and AP2. */
+static void konn_start(konn_t *k, const char *schema_dir)
+{
+        sd_event *loop;
+        uint16_t kt_port = free_port();
+        _cleanup_free_ char *db = kon_asprintf("%s/konnektor.db", tmp);
+        _cleanup_free_ char *text = NULL;
+        kon_conf_error_t err;
+        char msg[600], e2[300];
+        char *emsg = NULL;
+
+        memset(k, 0, sizeof(*k));
+        k->port = free_port();
+        text = kon_asprintf(
+                "[core]\nname = eventtest\n[log]\ntarget = stderr\nlevel = error\n"
+                "[ct]\nclient_cert = " PKI "/konnektor-ct-ecc-chain.pem\nclient_key = " PKI
+                "/private/konnektor-ct-ecc.key\nca_file = " PKI "/ca-bundle.pem\n"
+                "keepalive_interval = 1s\nkeepalive_tries = 2\nreconnect_max = 1s\nauto_pair = yes\n"
+                "[terminal \"KT1\"]\nhost = 127.0.0.1\nport = %u\nmac = 02-00-00-00-00-01\n"
+                "[mandant \"M1\"]\nclientsystems = CS1\nworkplaces = AP1\n"
+                "[mandant \"M2\"]\nclientsystems = CS2\nworkplaces = AP2\n"
+                "[workplace \"AP1\"]\nterminals = KT1\n"
+                "[workplace \"AP2\"]\n"
+                "[clientsystem \"CS1\"]\n[clientsystem \"CS2\"]\n"
+                "[soap]\nenabled = yes\nlisten = 127.0.0.1:%u\nschema_dir = %s\n",
+                kt_port, k->port, schema_dir);
+        ck_assert_msg(kon_conf_parse("test.conf", tmp, text, strlen(text), schema(), &k->conf, &err) == 0, "%s",
+                      kon_conf_error_string(&err, msg, sizeof(msg)));
+        ck_assert_int_ge(sd_event_new(&loop), 0);
+        k->core.conf = k->conf;
+        k->core.loop = loop;
+        k->core.bus = kon_bus_new();
+        k->core.opstate = kon_opstate_new(NULL);
+        k->core.state_dir = tmp;
+        k->core.runtime_dir = tmp;
+        k->core.pki_dir = PKI;
+        ck_assert_int_eq(kon_store_open(db, false, &k->core.store, &emsg), 0);
+        ck_assert_int_ge(kon_store_migrate(k->core.store, "core", kon_core_migrations, kon_core_migrations_count,
+                                           &emsg),
+                         0);
+        k->emu = emu_start(loop, kt_port);
+        k->mods = kon_modules_new(&k->core);
+        kon_modules_add(k->mods, &kon_infomodel_module);
+        kon_modules_add(k->mods, &kon_ct_module);
+        kon_modules_add(k->mods, &kon_card_module);
+        kon_modules_add(k->mods, &kon_soap_module);
+        ck_assert_msg(kon_modules_start(k->mods, NULL, e2, sizeof(e2)) == 0, "%s", e2);
+        ck_assert_msg(RUN_UNTIL(loop, 10000, connected(k)), "KT1 did not connect");
+}
+
+static void konn_stop(konn_t *k)
+{
+        kon_modules_free(k->mods);
+        ktemu_free(k->emu);
+        kon_opstate_free(k->core.opstate);
+        kon_bus_free(k->core.bus);
+        kon_store_close(k->core.store);
+        kon_core_release(&k->core);
+        sd_event_unref(k->core.loop);
+        kon_conf_free(k->conf);
+}
+
+static bool card_in(konn_t *k, unsigned slot)
+{
+        card_info_t c;
+        card_service_t *cs = kon_core_lookup(&k->core, "card");
+
+        return card_find_slot(cs, "KT1", slot, &c) == 0;
+}
+
+static void insert_pruefkarte(konn_t *k, unsigned slot)
+{
+        char err[256];
+
+        ck_assert_int_eq(ktemu_insert(k->emu, slot, KON_SRCDIR "/conf/cards/egk-pruefkarte.card", err, sizeof(err)),
+                         0);
+        ck_assert_msg(RUN_UNTIL(k->core.loop, 10000, card_in(k, slot)), "card not recognised");
+}
+
+/* ---- the client (runs on its own thread) ---------------------------------------- */
+
+typedef struct {
+        uint16_t port;
+        const char *body;
+        const char *content_type;       /* NULL: none */
+        const char *soap_action;        /* NULL: no header */
+        int status;
+        char *resp;
+        size_t resp_len;
+        volatile bool done;
+} call_t;
+
+static void *client(void *ud)
+{
+        call_t *c = ud;
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(c->port),
+                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        struct timeval tv = { .tv_sec = 20 };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        SSL *ssl = NULL;
+        size_t cap = 1 << 16, len = 0, blen = strlen(c->body);
+        char *buf = malloc(cap), *head = NULL, *end;
+
+        c->status = -1;
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
+                goto out;
+        SSL_CTX_load_verify_locations(ctx, PKI "/ca-bundle.pem", NULL);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        ssl = SSL_new(ctx);
+        SSL_set_fd(ssl, fd);
+        SSL_set_tlsext_host_name(ssl, "konnektor.konlan");
+        if (SSL_connect(ssl) != 1)
+                goto out;
+        head = kon_asprintf("POST /ws/EventService HTTP/1.1\r\nHost: konnektor.konlan\r\nConnection: close\r\n"
+                            "%s%s%s%s%s%sContent-Length: %zu\r\n\r\n",
+                            c->content_type ? "Content-Type: " : "", c->content_type ? c->content_type : "",
+                            c->content_type ? "\r\n" : "", c->soap_action ? "SOAPAction: " : "",
+                            c->soap_action ? c->soap_action : "", c->soap_action ? "\r\n" : "", blen);
+        if (SSL_write(ssl, head, (int)strlen(head)) <= 0 || SSL_write(ssl, c->body, (int)blen) <= 0)
+                goto out;
+        for (;;) {
+                int n;
+
+                if (len + 4096 + 1 > cap)
+                        buf = realloc(buf, cap *= 2);
+                n = SSL_read(ssl, buf + len, (int)(cap - len - 1));
+                if (n <= 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = '\0';
+        end = strstr(buf, "\r\n\r\n");
+        if (end && len > 12) {
+                c->status = atoi(buf + 9);
+                c->resp_len = len - (size_t)(end + 4 - buf);
+                c->resp = kon_strndup(end + 4, c->resp_len);
+        }
+out:
+        if (ssl) {
+                SSL_shutdown(ssl);
+                SSL_free(ssl);
+        }
+        SSL_CTX_free(ctx);
+        ERR_clear_error();
+        close(fd);
+        free(buf);
+        free(head);
+        c->done = true;
+        return NULL;
+}
+
+static bool all_done(call_t *c, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (!c[i].done)
+                        return false;
+        return true;
+}
+
+/* Run n calls concurrently while this thread runs the main loop. */
+static void run_calls(konn_t *k, call_t *c, size_t n)
+{
+        pthread_t th[32];
+
+        ck_assert_uint_le(n, 32);
+        for (size_t i = 0; i < n; i++) {
+                c[i].port = k->port;
+                c[i].done = false;
+                ck_assert_int_eq(pthread_create(&th[i], NULL, client, &c[i]), 0);
+        }
+        ck_assert_msg(RUN_UNTIL(k->core.loop, 30000, all_done(c, n)), "calls did not finish");
+        for (size_t i = 0; i < n; i++)
+                pthread_join(th[i], NULL);
+}
+
+static int post(konn_t *k, const char *body, call_t *c)
+{
+        memset(c, 0, sizeof(*c));
+        c->body = body;
+        c->content_type = "text/xml; charset=UTF-8";
+        c->soap_action = "\"http://ws.gematik.de/conn/EventService/v7.2#GetCards\"";
+        run_calls(k, c, 1);
+        return c->status;
+}
+
+/* ---- requests and responses ---------------------------------------------------- */
+
+#define ENV_HEAD                                                                                         \
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"                                                   \
+        "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\">\n<soap:Body>\n"
+#define ENV_TAIL "</soap:Body>\n</soap:Envelope>\n"
+#define NSDECL                                                                                            \
+        " xmlns:EVT=\"" NS_EVT "\" xmlns:CCTX=\"http://ws.gematik.de/conn/ConnectorContext/v2.0\""       \
+        " xmlns:CONN=\"http://ws.gematik.de/conn/ConnectorCommon/v5.0\""                                 \
+        " xmlns:CARDCMN=\"http://ws.gematik.de/conn/CardServiceCommon/v2.0\""
+#define CTX(m, c, w)                                                                                      \
+        "<CCTX:Context><CONN:MandantId>" m "</CONN:MandantId><CONN:ClientSystemId>" c                     \
+        "</CONN:ClientSystemId><CONN:WorkplaceId>" w "</CONN:WorkplaceId></CCTX:Context>"
+
+static const char GET_TERMINALS[] = ENV_HEAD "<EVT:GetCardTerminals" NSDECL ">" CTX("M1", "CS1", "AP1")
+        "</EVT:GetCardTerminals>" ENV_TAIL;
+static const char GET_CARDS[] = ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("M1", "CS1", "AP1")
+        "</EVT:GetCards>" ENV_TAIL;
+
+static xmlNodePtr child(xmlNodePtr n, const char *name)
+{
+        for (n = n ? n->children : NULL; n; n = n->next)
+                if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, name) == 0)
+                        return n;
+        return NULL;
+}
+
+static const char *text_of(xmlNodePtr n, char *buf, size_t len)
+{
+        xmlChar *c = n ? xmlNodeGetContent(n) : NULL;
+
+        kon_strlcpy(buf, c ? (const char *)c : "", len);
+        xmlFree(c);
+        return buf;
+}
+
+/* The operation response element of a 200 answer, validated. */
+static xmlNodePtr response(const call_t *c, xmlDocPtr *ret_doc, const char *name)
+{
+        xmlDocPtr doc;
+        xmlNodePtr op;
+        xmlSchemaValidCtxtPtr vc;
+
+        ck_assert_msg(c->status == 200, "status %d: %s", c->status, c->resp ? c->resp : "");
+        doc = xmlReadMemory(c->resp, (int)c->resp_len, "response.xml", NULL, XML_PARSE_NONET);
+        ck_assert_ptr_nonnull(doc);
+        op = child(xmlDocGetRootElement(doc), "Body");
+        op = child(op, name);
+        ck_assert_msg(op != NULL, "no %s in %s", name, c->resp);
+        vc = xmlSchemaNewValidCtxt(evt_schema);
+        ck_assert_msg(xmlSchemaValidateOneElement(vc, op) == 0, "response does not validate: %s", c->resp);
+        xmlSchemaFreeValidCtxt(vc);
+        *ret_doc = doc;
+        return op;
+}
+
+/* The fault's last Trace: Code returned, ErrorText/Detail into detail. */
+static int fault_code(const call_t *c, char *detail, size_t dlen)
+{
+        xmlDocPtr doc;
+        xmlNodePtr err, trace = NULL;
+        xmlSchemaValidCtxtPtr vc;
+        char buf[64];
+        int code;
+
+        ck_assert_msg(c->status == 500 || c->status == 501, "status %d: %s", c->status, c->resp ? c->resp : "");
+        doc = xmlReadMemory(c->resp, (int)c->resp_len, "fault.xml", NULL, XML_PARSE_NONET);
+        ck_assert_ptr_nonnull(doc);
+        err = child(child(child(child(xmlDocGetRootElement(doc), "Body"), "Fault"), "detail"), "Error");
+        ck_assert_msg(err != NULL, "no GERROR:Error in %s", c->resp);
+        vc = xmlSchemaNewValidCtxt(error_schema);
+        ck_assert_int_eq(xmlSchemaValidateOneElement(vc, err), 0);
+        xmlSchemaFreeValidCtxt(vc);
+        for (xmlNodePtr n = err->children; n; n = n->next)
+                if (n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, "Trace") == 0)
+                        trace = n;
+        code = atoi(text_of(child(trace, "Code"), buf, sizeof(buf)));
+        if (detail) {
+                char t[512], d[512];
+
+                _cleanup_free_ char *both = kon_asprintf("%s | %s", text_of(child(trace, "ErrorText"), t, sizeof(t)),
+                                                         text_of(child(trace, "Detail"), d, sizeof(d)));
+                kon_strlcpy(detail, both, dlen);
+        }
+        xmlFreeDoc(doc);
+        return code;
+}
+
+static void call_free(call_t *c)
+{
+        free(c->resp);
+        c->resp = NULL;
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+START_TEST(get_card_terminals)
+{
+        konn_t k;
+        call_t c;
+        xmlDocPtr doc;
+        xmlNodePtr op, t;
+        char buf[128];
+
+        konn_start(&k, API);
+        post(&k, GET_TERMINALS, &c);
+        op = response(&c, &doc, "GetCardTerminalsResponse");
+        t = child(child(op, "CardTerminals"), "CardTerminal");
+        ck_assert_ptr_nonnull(t);
+        ck_assert_str_eq(text_of(child(t, "CtId"), buf, sizeof(buf)), "KT1");
+        ck_assert_str_eq(text_of(child(t, "Connected"), buf, sizeof(buf)), "true");
+        ck_assert_str_eq(text_of(child(t, "IS_PHYSICAL"), buf, sizeof(buf)), "true");
+        ck_assert_str_eq(text_of(child(t, "Slots"), buf, sizeof(buf)), "4");
+        ck_assert_str_eq(text_of(child(t, "MacAddress"), buf, sizeof(buf)), "02-00-00-00-00-01");
+        ck_assert_str_eq(text_of(child(child(t, "IPAddress"), "IPV4Address"), buf, sizeof(buf)), "127.0.0.1");
+        ck_assert_str_eq(text_of(child(child(t, "WorkplaceIds"), "WorkplaceId"), buf, sizeof(buf)), "AP1");
+        xmlFreeDoc(doc);
+        call_free(&c);
+
+        /* AP2 has no terminal: an empty, valid list */
+        post(&k, ENV_HEAD "<EVT:GetCardTerminals" NSDECL ">" CTX("M2", "CS2", "AP2") "</EVT:GetCardTerminals>" ENV_TAIL,
+             &c);
+        op = response(&c, &doc, "GetCardTerminalsResponse");
+        ck_assert_ptr_null(child(child(op, "CardTerminals"), "CardTerminal"));
+        xmlFreeDoc(doc);
+        call_free(&c);
+        konn_stop(&k);
+}
+END_TEST
+
+START_TEST(get_cards)
+{
+        konn_t k;
+        call_t c;
+        xmlDocPtr doc;
+        xmlNodePtr op, card;
+        char buf[128];
+
+        konn_start(&k, API);
+        post(&k, GET_CARDS, &c);
+        op = response(&c, &doc, "GetCardsResponse");
+        ck_assert_ptr_null(child(child(op, "Cards"), "Card"));
+        xmlFreeDoc(doc);
+        call_free(&c);
+
+        insert_pruefkarte(&k, 2);
+        post(&k, GET_CARDS, &c);
+        op = response(&c, &doc, "GetCardsResponse");
+        card = child(child(op, "Cards"), "Card");
+        ck_assert_ptr_nonnull(card);
+        ck_assert_str_eq(text_of(child(card, "CardType"), buf, sizeof(buf)), "EGK");
+        ck_assert_str_eq(text_of(child(card, "Kvnr"), buf, sizeof(buf)), "P100000005");
+        ck_assert_str_eq(text_of(child(card, "CtId"), buf, sizeof(buf)), "KT1");
+        ck_assert_str_eq(text_of(child(card, "SlotId"), buf, sizeof(buf)), "2");
+        ck_assert_uint_eq(strlen(text_of(child(card, "Iccsn"), buf, sizeof(buf))), 20);
+        ck_assert_ptr_nonnull(child(card, "InsertTime"));
+        ck_assert_ptr_nonnull(child(card, "CardHandle"));
+        xmlFreeDoc(doc);
+        call_free(&c);
+
+        /* filters: another slot, another card type */
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "<CARDCMN:CtId>KT1</CARDCMN:CtId><CARDCMN:SlotId>1</CARDCMN:SlotId></EVT:GetCards>" ENV_TAIL,
+             &c);
+        op = response(&c, &doc, "GetCardsResponse");
+        ck_assert_ptr_null(child(child(op, "Cards"), "Card"));
+        xmlFreeDoc(doc);
+        call_free(&c);
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "<CARDCMN:CardType>SMC-B</CARDCMN:CardType></EVT:GetCards>" ENV_TAIL,
+             &c);
+        op = response(&c, &doc, "GetCardsResponse");
+        ck_assert_ptr_null(child(child(op, "Cards"), "Card"));
+        xmlFreeDoc(doc);
+        call_free(&c);
+
+        /* a terminal the workplace has not: 4012; one nobody knows: 4007 */
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("M2", "CS2", "AP2")
+                 "<CARDCMN:CtId>KT1</CARDCMN:CtId></EVT:GetCards>" ENV_TAIL,
+             &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4012);
+        call_free(&c);
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "<CARDCMN:CtId>KT9</CARDCMN:CtId></EVT:GetCards>" ENV_TAIL,
+             &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4007);
+        call_free(&c);
+        konn_stop(&k);
+}
+END_TEST
+
+START_TEST(get_resource_information)
+{
+        konn_t k;
+        call_t c;
+        xmlDocPtr doc;
+        xmlNodePtr op;
+        card_info_t info;
+        char buf[128], detail[600];
+        _cleanup_free_ char *body = NULL;
+
+        konn_start(&k, API);
+        insert_pruefkarte(&k, 1);
+        ck_assert_int_eq(card_find_slot(kon_core_lookup(&k.core, "card"), "KT1", 1, &info), 0);
+        body = kon_asprintf(ENV_HEAD "<EVT:GetResourceInformation" NSDECL ">" CTX("M1", "CS1", "AP1")
+                            "<CONN:CardHandle>%s</CONN:CardHandle></EVT:GetResourceInformation>" ENV_TAIL,
+                            info.handle);
+        post(&k, body, &c);
+        op = response(&c, &doc, "GetResourceInformationResponse");
+        ck_assert_str_eq(text_of(child(child(op, "Card"), "Kvnr"), buf, sizeof(buf)), "P100000005");
+        ck_assert_str_eq(text_of(child(child(op, "CardTerminal"), "CtId"), buf, sizeof(buf)), "KT1");
+        ck_assert_str_eq(text_of(child(child(child(op, "Connector"), "VPNTIStatus"), "ConnectionStatus"), buf,
+                                 sizeof(buf)),
+                         "Offline");
+        ck_assert_ptr_nonnull(child(child(child(op, "Connector"), "OperatingState"), "ErrorState"));
+        xmlFreeDoc(doc);
+        call_free(&c);
+
+        /* only the Connector */
+        post(&k, ENV_HEAD "<EVT:GetResourceInformation" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "</EVT:GetResourceInformation>" ENV_TAIL,
+             &c);
+        op = response(&c, &doc, "GetResourceInformationResponse");
+        ck_assert_ptr_null(child(op, "Card"));
+        ck_assert_ptr_nonnull(child(op, "Connector"));
+        xmlFreeDoc(doc);
+        call_free(&c);
+
+        /* a handle nobody has */
+        post(&k, ENV_HEAD "<EVT:GetResourceInformation" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "<CONN:CardHandle>nope</CONN:CardHandle></EVT:GetResourceInformation>" ENV_TAIL,
+             &c);
+        ck_assert_int_eq(fault_code(&c, detail, sizeof(detail)), 4047);
+        call_free(&c);
+        konn_stop(&k);
+}
+END_TEST
+
+START_TEST(context_errors)
+{
+        konn_t k;
+        call_t c;
+        char detail[600];
+
+        konn_start(&k, API);
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("MX", "CS1", "AP1") "</EVT:GetCards>" ENV_TAIL, &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4004);
+        call_free(&c);
+        post(&k, ENV_HEAD "<EVT:GetCardTerminals" NSDECL ">" CTX("M1", "CS1", "AP2") "</EVT:GetCardTerminals>" ENV_TAIL,
+             &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4011);
+        call_free(&c);
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("", "CS1", "AP1") "</EVT:GetCards>" ENV_TAIL, &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4021);
+        call_free(&c);
+        /* no Context at all: the schema says so */
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL "/>" ENV_TAIL, &c);
+        ck_assert_int_eq(fault_code(&c, detail, sizeof(detail)), 4000);
+        ck_assert_msg(strstr(detail, "line ") && strstr(detail, "GetCards"), "%s", detail);
+        call_free(&c);
+        konn_stop(&k);
+}
+END_TEST
+
+START_TEST(malformed_requests)
+{
+        konn_t k;
+        call_t c;
+        char detail[600];
+
+        konn_start(&k, API);
+        /* schema violation: a SlotId that is no positive integer, on line 5 */
+        post(&k, ENV_HEAD "<EVT:GetCards" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "\n<CARDCMN:SlotId>zero</CARDCMN:SlotId></EVT:GetCards>" ENV_TAIL,
+             &c);
+        ck_assert_int_eq(fault_code(&c, detail, sizeof(detail)), 4000);
+        ck_assert_msg(strstr(detail, "line 5") && strstr(detail, "SlotId"), "%s", detail);
+        call_free(&c);
+        /* unknown operation, wrong namespace, not implemented yet */
+        post(&k, ENV_HEAD "<EVT:GetEverything" NSDECL ">" CTX("M1", "CS1", "AP1") "</EVT:GetEverything>" ENV_TAIL, &c);
+        ck_assert_int_eq(fault_code(&c, detail, sizeof(detail)), 4000);
+        ck_assert_msg(strstr(detail, "GetEverything") != NULL, "%s", detail);
+        call_free(&c);
+        post(&k, ENV_HEAD "<GetCards xmlns=\"urn:other\"/>" ENV_TAIL, &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        call_free(&c);
+        post(&k, ENV_HEAD "<EVT:GetSubscription" NSDECL ">" CTX("M1", "CS1", "AP1") "</EVT:GetSubscription>" ENV_TAIL,
+             &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4001);
+        call_free(&c);
+        /* not XML, not SOAP, empty body */
+        post(&k, "<soap:Envelope", &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        call_free(&c);
+        post(&k, "<a/>", &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        call_free(&c);
+        post(&k, ENV_HEAD ENV_TAIL, &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        call_free(&c);
+
+        /* wrong Content-Type: 415 before any parsing */
+        memset(&c, 0, sizeof(c));
+        c.body = GET_CARDS;
+        c.content_type = "text/plain";
+        run_calls(&k, &c, 1);
+        ck_assert_int_eq(c.status, 415);
+        call_free(&c);
+        memset(&c, 0, sizeof(c));
+        c.body = GET_CARDS;
+        run_calls(&k, &c, 1);
+        ck_assert_int_eq(c.status, 415);
+        call_free(&c);
+        konn_stop(&k);
+}
+END_TEST
+
+START_TEST(doctype_and_entities)
+{
+        konn_t k;
+        call_t c;
+        static const char xxe[] =
+                "<?xml version=\"1.0\"?>\n<!DOCTYPE soap:Envelope [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>\n"
+                "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>"
+                "<EVT:GetCards" NSDECL "><CCTX:Context><CONN:MandantId>&xxe;</CONN:MandantId>"
+                "<CONN:ClientSystemId>CS1</CONN:ClientSystemId><CONN:WorkplaceId>AP1</CONN:WorkplaceId>"
+                "</CCTX:Context></EVT:GetCards>" ENV_TAIL;
+        static const char laughs[] =
+                "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">"
+                "<!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">"
+                "<!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]>"
+                "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>"
+                "<x>&lol3;</x>" ENV_TAIL;
+        /* an entity reference without a declaration: no DTD, nothing to expand */
+        static const char undeclared[] = ENV_HEAD "<EVT:GetCards" NSDECL "><CCTX:Context><CONN:MandantId>&xxe;"
+                "</CONN:MandantId><CONN:ClientSystemId>CS1</CONN:ClientSystemId><CONN:WorkplaceId>AP1"
+                "</CONN:WorkplaceId></CCTX:Context></EVT:GetCards>" ENV_TAIL;
+
+        konn_start(&k, API);
+        post(&k, xxe, &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        ck_assert_ptr_null(strstr(c.resp, "root:"));
+        call_free(&c);
+        post(&k, laughs, &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        ck_assert_ptr_null(strstr(c.resp, "lollol"));
+        call_free(&c);
+        post(&k, undeclared, &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        ck_assert_ptr_null(strstr(c.resp, "root:"));
+        call_free(&c);
+        konn_stop(&k);
+}
+END_TEST
+
+START_TEST(soap_action_variants_and_concurrency)
+{
+        konn_t k;
+        call_t c[20];
+        const char *actions[] = { "\"http://ws.gematik.de/conn/EventService/v7.2#GetCards\"",
+                                  "http://ws.gematik.de/conn/EventService/v7.2#GetCards", "\"\"", "", NULL,
+                                  "\"http://ws.gematik.de/conn/EventService/WSDL/v7.2#GetCards\"" };
+
+        konn_start(&k, API);
+        insert_pruefkarte(&k, 3);
+        memset(c, 0, sizeof(c));
+        for (size_t i = 0; i < 20; i++) {
+                c[i].body = i % 2 ? GET_CARDS : GET_TERMINALS;
+                c[i].content_type = i % 3 ? "text/xml; charset=UTF-8" : "application/soap+xml; charset=utf-8";
+                c[i].soap_action = actions[i % 6];
+        }
+        run_calls(&k, c, 20);
+        for (size_t i = 0; i < 20; i++) {
+                xmlDocPtr doc;
+                xmlNodePtr op = response(&c[i], &doc, i % 2 ? "GetCardsResponse" : "GetCardTerminalsResponse");
+                char buf[64];
+
+                if (i % 2)
+                        ck_assert_str_eq(text_of(child(child(child(op, "Cards"), "Card"), "Kvnr"), buf, sizeof(buf)),
+                                         "P100000005");
+                xmlFreeDoc(doc);
+                call_free(&c[i]);
+        }
+        konn_stop(&k);
+}
+END_TEST
+
+START_TEST(missing_schema_dir)
+{
+        konn_t k;
+        call_t c;
+        char detail[600];
+        _cleanup_free_ char *dir = kon_asprintf("%s/no-such-dir", tmp);
+
+        konn_start(&k, dir);
+        post(&k, GET_CARDS, &c);
+        ck_assert_int_eq(c.status, 501);
+        ck_assert_int_eq(fault_code(&c, detail, sizeof(detail)), 4001);
+        ck_assert_msg(strstr(detail, "no-such-dir") != NULL, "%s", detail);
+        call_free(&c);
+        konn_stop(&k);
+}
+END_TEST
+
+/* Imports are confined to the schema directory: a schema reaching out of
+ * it does not compile, the same schema without the import does. */
+START_TEST(schema_loader_confined)
+{
+        _cleanup_free_ char *dir = kon_asprintf("%s/api", tmp);
+        _cleanup_free_ char *conn = kon_asprintf("%s/api/conn", tmp);
+        _cleanup_free_ char *outside = kon_asprintf("%s/outside.xsd", tmp);
+        _cleanup_free_ char *bad = kon_asprintf("%s/api/conn/bad.xsd", tmp);
+        _cleanup_free_ char *good = kon_asprintf("%s/api/conn/good.xsd", tmp);
+        xmlSchemaPtr sc = NULL;
+        char err[512];
+
+        ck_assert_int_eq(mkdir(dir, 0700), 0);
+        ck_assert_int_eq(mkdir(conn, 0700), 0);
+        tu_write_file(outside, "<schema xmlns=\"http://www.w3.org/2001/XMLSchema\" targetNamespace=\"urn:o\">"
+                               "<element name=\"o\" type=\"string\"/></schema>");
+        tu_write_file(bad, "<schema xmlns=\"http://www.w3.org/2001/XMLSchema\" xmlns:o=\"urn:o\" "
+                           "targetNamespace=\"urn:b\"><import namespace=\"urn:o\" schemaLocation=\"../../outside.xsd\"/>"
+                           "<element name=\"b\"><complexType><sequence><element ref=\"o:o\"/></sequence></complexType>"
+                           "</element></schema>");
+        tu_write_file(good, "<schema xmlns=\"http://www.w3.org/2001/XMLSchema\" targetNamespace=\"urn:g\">"
+                            "<element name=\"g\" type=\"string\"/></schema>");
+        ck_assert_int_eq(soap_schema_load(dir, "conn/bad.xsd", &sc, err, sizeof(err)), -EINVAL);
+        ck_assert_int_eq(soap_schema_load(dir, "conn/missing.xsd", &sc, err, sizeof(err)), -ENOENT);
+        ck_assert_int_eq(soap_schema_load(dir, "conn/good.xsd", &sc, err, sizeof(err)), 0);
+        xmlSchemaFree(sc);
+}
+END_TEST
+
+static void setup(void)
+{
+        tmp = tu_mkdtemp("soapevt");
+}
+
+static void teardown(void)
+{
+        tu_rmrf(tmp);
+        free(tmp);
+}
+
+static xmlSchemaPtr load(const char *path)
+{
+        xmlSchemaParserCtxtPtr pc = xmlSchemaNewParserCtxt(path);
+        xmlSchemaPtr s = xmlSchemaParse(pc);
+
+        xmlSchemaFreeParserCtxt(pc);
+        return s;
+}
+
+int main(void)
+{
+        struct stat st;
+        Suite *s = suite_create("soap_events");
+        TCase *tc = tcase_create("events");
+        SRunner *sr;
+        int failed;
+
+        if (stat(API "/conn/EventService.xsd", &st) < 0) {
+                fprintf(stderr, "test_soap_events: %s not found: skipped\n", API);
+                return 77;
+        }
+        signal(SIGPIPE, SIG_IGN);
+        evt_schema = load(API "/conn/EventService.xsd");
+        error_schema = load(API "/tel/error/TelematikError.xsd");
+        if (!evt_schema || !error_schema) {
+                fprintf(stderr, "test_soap_events: cannot compile the schemas\n");
+                return 1;
+        }
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_set_timeout(tc, 120);
+        tcase_add_test(tc, get_card_terminals);
+        tcase_add_test(tc, get_cards);
+        tcase_add_test(tc, get_resource_information);
+        tcase_add_test(tc, context_errors);
+        tcase_add_test(tc, malformed_requests);
+        tcase_add_test(tc, doctype_and_entities);
+        tcase_add_test(tc, soap_action_variants_and_concurrency);
+        tcase_add_test(tc, missing_schema_dir);
+        tcase_add_test(tc, schema_loader_confined);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        xmlSchemaFree(evt_schema);
+        xmlSchemaFree(error_schema);
+        return failed ? 1 : 0;
+}
