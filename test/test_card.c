@@ -19,51 +19,20 @@
 #include "konnektor/ktemu.h"
 #include "konnektor/vcard.h"
 #include "testutil.h"
+#include "tu_core.h"
 
 #define PKI KON_BUILDDIR "/pki"
 #define CARDS KON_SRCDIR "/conf/cards/"
 
 static char *tmp;
 
-/* ---- harness (as test_ct.c) ------------------------------------------------- */
+/* ---- harness (tu_core.h) ----------------------------------------------------- */
 
-typedef struct {
-        kon_core_t core;
-        kon_conf_t *conf;
-        kon_modules_t *mods;
-        kon_subscriber_t *sub;
-        char topics[512][64];
-        size_t nev;
-} konn_t;
-
-static void on_event(void *ud, const kon_event_t *e)
-{
-        konn_t *k = ud;
-
-        if (k->nev < KON_ARRAY_SIZE(k->topics))
-                kon_strlcpy(k->topics[k->nev++], kon_event_topic(e), sizeof(k->topics[0]));
-}
+typedef tu_core_t konn_t;
 
 static int count_topic(konn_t *k, const char *topic)
 {
-        int n = 0;
-        for (size_t i = 0; i < k->nev; i++)
-                n += strcmp(k->topics[i], topic) == 0;
-        return n;
-}
-
-static const kon_conf_section_t *schema(void)
-{
-        static kon_conf_section_t s[16];
-        size_t n = 0;
-
-        if (s[0].name)
-                return s;
-        for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
-                s[n++] = *p;
-        for (const kon_conf_section_t *p = kon_ct_module.conf_sections; p->name; p++)
-                s[n++] = *p;
-        return s;
+        return tu_core_count(k, topic);
 }
 
 static void konn_start(konn_t *k, sd_event *loop, uint16_t port)
@@ -76,50 +45,18 @@ static void konn_start(konn_t *k, sd_event *loop, uint16_t port)
                 "keepalive_interval = 1s\nkeepalive_tries = 2\nreconnect_max = 1s\nauto_pair = yes\n"
                 "[terminal \"KT1\"]\nhost = 127.0.0.1\nport = %u\nmac = 00-11-22-33-44-55\n",
                 port);
-        kon_conf_error_t err;
-        char msg[600], e2[300];
-        _cleanup_free_ char *db = kon_asprintf("%s/konnektor.db", tmp);
-        char *emsg = NULL;
+        static const kon_module_t *const mods[] = { &kon_ct_module, &kon_card_module, NULL };
+        char err[600];
 
-        memset(k, 0, sizeof(*k));
-        ck_assert_msg(kon_conf_parse("test.conf", tmp, text, strlen(text), schema(), &k->conf, &err) == 0,
-                      "%s", kon_conf_error_string(&err, msg, sizeof(msg)));
-        k->core.conf = k->conf;
-        k->core.loop = sd_event_ref(loop);
-        k->core.bus = kon_bus_new();
-        k->core.state_dir = tmp;
-        k->core.runtime_dir = tmp;
-        ck_assert_int_eq(kon_store_open(db, false, &k->core.store, &emsg), 0);
-        ck_assert_int_ge(kon_store_migrate(k->core.store, "core", kon_core_migrations, kon_core_migrations_count,
-                                           &emsg),
-                         0);
-        ck_assert_int_eq(kon_bus_subscribe(k->core.bus, "test", "", 4096, loop,
-                                           &(kon_subscriber_ops_t){ .on_event = on_event }, k, &k->sub),
-                         0);
-        k->mods = kon_modules_new(&k->core);
-        kon_modules_add(k->mods, &kon_ct_module);
-        kon_modules_add(k->mods, &kon_card_module);
-        ck_assert_msg(kon_modules_start(k->mods, NULL, e2, sizeof(e2)) == 0, "%s", e2);
+        ck_assert_msg(tu_core_start(k, loop, tmp, NULL, mods, text, err, sizeof(err)) == 0, "%s", err);
 }
 
 static void konn_stop(konn_t *k)
 {
-        kon_modules_free(k->mods);
-        kon_bus_unsubscribe(k->sub);
-        kon_bus_free(k->core.bus);
-        kon_store_close(k->core.store);
-        kon_core_release(&k->core);
-        sd_event_unref(k->core.loop);
-        kon_conf_free(k->conf);
+        tu_core_stop(k);
 }
 
-#define RUN_UNTIL(loop, ms, cond)                                                  \
-        ({                                                                         \
-                uint64_t _end = kon_now_monotonic_us() + (uint64_t)(ms) * 1000u;   \
-                while (!(cond) && kon_now_monotonic_us() < _end)                   \
-                        sd_event_run(loop, 20000);                                 \
-                (cond);                                                            \
-        })
+#define RUN_UNTIL TU_RUN_UNTIL
 
 /* One terminal with 4 slots, paired and connected. */
 typedef struct {

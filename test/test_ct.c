@@ -22,72 +22,39 @@
 #include "konnektor/ktemu.h"
 #include "konnektor/sicct.h"
 #include "testutil.h"
+#include "tu_core.h"
 
 #define PKI KON_BUILDDIR "/pki"
 
 static char *tmp;
 
-/* A Konnektor core of our own: loop, bus, store, conf. */
-typedef struct {
-        kon_core_t core;
-        kon_conf_t *conf;
-        kon_modules_t *mods;
-        kon_subscriber_t *sub;
-        /* recorded events */
-        char topics[256][64];
-        char params[256][128];
-        char card[256][512];
-        size_t nev;
-} konn_t;
-
-static void on_event(void *ud, const kon_event_t *e)
-{
-        konn_t *k = ud;
-
-        if (k->nev < 256) {
-                kon_strlcpy(k->topics[k->nev], kon_event_topic(e), sizeof(k->topics[0]));
-                snprintf(k->params[k->nev], sizeof(k->params[0]), "%s|%s|%s",
-                         kon_event_get(e, "CtID") ? kon_event_get(e, "CtID") : "",
-                         kon_event_get(e, "SlotID") ? kon_event_get(e, "SlotID") : "",
-                         kon_event_get(e, "Fingerprint") ? kon_event_get(e, "Fingerprint") : "");
-                size_t o = 0;
-                for (size_t i = 0; i < kon_event_param_count(e) && o < sizeof(k->card[0]); i++) {
-                        const char *key, *value;
-                        kon_event_param(e, i, &key, &value, NULL);
-                        o += (size_t)snprintf(k->card[k->nev] + o, sizeof(k->card[0]) - o, "%s=%s;", key, value);
-                }
-                k->nev++;
-        }
-}
+/* A Konnektor core of our own: loop, bus, store, conf (tu_core.h). */
+typedef tu_core_t konn_t;
 
 static int count_topic(konn_t *k, const char *topic)
 {
-        int n = 0;
-        for (size_t i = 0; i < k->nev; i++)
-                n += strcmp(k->topics[i], topic) == 0;
-        return n;
+        return tu_core_count(k, topic);
 }
 
+/* All parameters "key=value;..." of the latest event with this topic. */
+static const char *find_card(konn_t *k, const char *topic)
+{
+        return tu_core_params(k, topic);
+}
+
+/* "CtID|SlotID|Fingerprint" of the latest event with this topic. */
 static const char *find_params(konn_t *k, const char *topic)
 {
-        for (size_t i = k->nev; i-- > 0;)
-                if (strcmp(k->topics[i], topic) == 0)
-                        return k->params[i];
-        return NULL;
-}
+        static char buf[384];
+        const char *v[3];
+        static const char *const keys[3] = { "CtID", "SlotID", "Fingerprint" };
 
-static const kon_conf_section_t *schema(void)
-{
-        static kon_conf_section_t s[16];
-        size_t n = 0;
-
-        if (s[0].name)
-                return s;
-        for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
-                s[n++] = *p;
-        for (const kon_conf_section_t *p = kon_ct_module.conf_sections; p->name; p++)
-                s[n++] = *p;
-        return s;
+        if (!tu_core_last(k, topic))
+                return NULL;
+        for (int i = 0; i < 3; i++)
+                v[i] = tu_core_param(k, topic, keys[i]) ? tu_core_param(k, topic, keys[i]) : "";
+        snprintf(buf, sizeof(buf), "%s|%s|%s", v[0], v[1], v[2]);
+        return buf;
 }
 
 /* Options of a Konnektor under test: its state store (file name in tmp),
@@ -108,30 +75,10 @@ static void konn_start_opts(konn_t *k, sd_event *loop, const konn_opts_t *o)
                 o->cert ? o->cert : PKI "/konnektor-ct-ecc-chain.pem",
                 o->key ? o->key : PKI "/private/konnektor-ct-ecc.key", o->extra ? o->extra : "",
                 o->terminals ? o->terminals : "");
-        kon_conf_error_t err;
-        char msg[600], e2[300];
-        _cleanup_free_ char *db = kon_asprintf("%s/%s", tmp, o->db ? o->db : "konnektor.db");
-        char *emsg = NULL;
+        static const kon_module_t *const mods[] = { &kon_ct_module, &kon_card_module, NULL };
+        char err[600];
 
-        memset(k, 0, sizeof(*k));
-        ck_assert_msg(kon_conf_parse("test.conf", tmp, text, strlen(text), schema(), &k->conf, &err) == 0,
-                      "%s", kon_conf_error_string(&err, msg, sizeof(msg)));
-        k->core.conf = k->conf;
-        k->core.loop = sd_event_ref(loop);
-        k->core.bus = kon_bus_new();
-        k->core.state_dir = tmp;
-        k->core.runtime_dir = tmp;
-        ck_assert_int_eq(kon_store_open(db, false, &k->core.store, &emsg), 0);
-        ck_assert_int_ge(kon_store_migrate(k->core.store, "core", kon_core_migrations, kon_core_migrations_count,
-                                           &emsg),
-                         0);
-        ck_assert_int_eq(kon_bus_subscribe(k->core.bus, "test", "", 4096, loop,
-                                           &(kon_subscriber_ops_t){ .on_event = on_event }, k, &k->sub),
-                         0);
-        k->mods = kon_modules_new(&k->core);
-        kon_modules_add(k->mods, &kon_ct_module);
-        kon_modules_add(k->mods, &kon_card_module);
-        ck_assert_msg(kon_modules_start(k->mods, NULL, e2, sizeof(e2)) == 0, "%s", e2);
+        ck_assert_msg(tu_core_start(k, loop, tmp, o->db, mods, text, err, sizeof(err)) == 0, "%s", err);
 }
 
 static void konn_start(konn_t *k, sd_event *loop, uint16_t port, const char *extra)
@@ -144,21 +91,7 @@ static void konn_start(konn_t *k, sd_event *loop, uint16_t port, const char *ext
 
 static void konn_stop(konn_t *k)
 {
-        kon_modules_free(k->mods);
-        kon_bus_unsubscribe(k->sub);
-        kon_bus_free(k->core.bus);
-        kon_store_close(k->core.store);
-        kon_core_release(&k->core);
-        sd_event_unref(k->core.loop);
-        kon_conf_free(k->conf);
-}
-
-static const char *find_card(konn_t *k, const char *topic)
-{
-        for (size_t i = k->nev; i-- > 0;)
-                if (strcmp(k->topics[i], topic) == 0)
-                        return k->card[i];
-        return NULL;
+        tu_core_stop(k);
 }
 
 static ct_service_t *ct_of(konn_t *k)
@@ -173,14 +106,7 @@ static ct_state_t state_of(konn_t *k)
         return info.state;
 }
 
-/* Run the loop until cond() holds or timeout; returns cond(). */
-#define RUN_UNTIL(loop, ms, cond)                                                  \
-        ({                                                                         \
-                uint64_t _end = kon_now_monotonic_us() + (uint64_t)(ms) * 1000u;   \
-                while (!(cond) && kon_now_monotonic_us() < _end)                   \
-                        sd_event_run(loop, 20000);                                 \
-                (cond);                                                            \
-        })
+#define RUN_UNTIL TU_RUN_UNTIL
 
 /* Emulator options beyond the defaults of emu_start. */
 typedef struct {

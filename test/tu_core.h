@@ -1,0 +1,75 @@
+/* A konnektord core of a test's own, on the test's sd-event loop: config
+ * parsed from text, a state store, the bus with a recorder subscribed to
+ * every topic, and the given modules started -- what the daemon does in
+ * main(), minus the process.  Used by the integration tests that run
+ * modules in-process (test_ct, test_card, ...).
+ *
+ *   tu_core_t k;
+ *   const kon_module_t *const mods[] = { &kon_ct_module, &kon_card_module, NULL };
+ *   char err[600];
+ *   ck_assert_msg(tu_core_start(&k, loop, tmp, NULL, mods, text, err, sizeof(err)) == 0, "%s", err);
+ *   ck_assert(TU_RUN_UNTIL(loop, 5000, tu_core_count(&k, "CT/CONNECTED") == 1));
+ *   tu_core_stop(&k);
+ */
+#ifndef KON_TU_CORE_H
+#define KON_TU_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "konnektor/core.h"
+
+/* One event seen on the bus. */
+typedef struct {
+        char *topic;
+        char *params;           /* all parameters as "key=value;key=value;" */
+        size_t nparams;
+        char **keys, **values;  /* nparams each */
+} tu_event_t;
+
+typedef struct {
+        kon_core_t core;        /* conf, loop (ref), bus, store, state/runtime dir */
+        kon_conf_t *conf;
+        kon_modules_t *mods;
+        kon_subscriber_t *sub;  /* the recorder */
+        kon_conf_section_t *schema;
+        tu_event_t *events;     /* recorded bus events, oldest first */
+        size_t nev, cap;
+} tu_core_t;
+
+/* Start a core: parse conf_text (file name "test.conf", relative paths
+ * against state_dir) with a schema of kon_core_conf_sections plus the
+ * conf_sections of the modules; open the store state_dir/db_name (NULL =
+ * "konnektor.db") and migrate "core"; create the bus and subscribe the
+ * recorder to all topics on loop; add the modules (NULL-terminated list, in
+ * that order) and start them.  state_dir is also the runtime dir and must
+ * outlive the core.  Returns 0, or -1 with a message in err (k is then
+ * already torn down). */
+int tu_core_start(tu_core_t *k, sd_event *loop, const char *state_dir, const char *db_name,
+                  const kon_module_t *const *modules, const char *conf_text, char *err, size_t errlen);
+/* Free modules, recorder, bus, store, core and conf, and the recorded
+ * events.  The loop stays with the caller. */
+void tu_core_stop(tu_core_t *k);
+
+/* Number of recorded events with exactly this topic. */
+int tu_core_count(const tu_core_t *k, const char *topic);
+/* The latest recorded event with this topic, or NULL. */
+const tu_event_t *tu_core_last(const tu_core_t *k, const char *topic);
+/* Parameters of the latest event with this topic as "k=v;k=v;" (NULL if
+ * there is none). */
+const char *tu_core_params(const tu_core_t *k, const char *topic);
+/* Value of parameter key of the latest event with this topic: NULL if there
+ * is no such event or it lacks the parameter. */
+const char *tu_core_param(const tu_core_t *k, const char *topic, const char *key);
+
+/* Run the loop until cond holds or ms milliseconds have passed; evaluates
+ * to cond. */
+#define TU_RUN_UNTIL(loop, ms, cond)                                               \
+        ({                                                                         \
+                uint64_t _end = kon_now_monotonic_us() + (uint64_t)(ms) * 1000u;   \
+                while (!(cond) && kon_now_monotonic_us() < _end)                   \
+                        sd_event_run(loop, 20000);                                 \
+                (cond);                                                            \
+        })
+
+#endif
