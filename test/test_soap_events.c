@@ -11,6 +11,11 @@
  * TelematikError.xsd; 415; SOAPAction variants; 20 concurrent clients; a
  * missing schema directory answered with 4001.
  *
+ * Subscriptions: the cetp module runs too; Subscribe over SOAP to a CETP
+ * receiver of this test, a card insertion arrives there framed, and
+ * GetSubscription, RenewSubscriptions and Unsubscribe (by SubscriptionID
+ * and by EventTo) behave; a bad EventTo and unknown ids are 4000.
+ *
  * The gematik schemas come from the shared tree beside the repository
  * (KON_SRCDIR/../shared/api-telematik); without it the test is skipped
  * (exit 77).
@@ -23,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -64,14 +70,15 @@ typedef struct {
 static const kon_conf_section_t *schema(void)
 {
         static kon_conf_section_t s[32];
-        const kon_module_t *mods[] = { &kon_ct_module, &kon_card_module, &kon_infomodel_module, &kon_soap_module };
+        const kon_module_t *mods[] = { &kon_ct_module, &kon_card_module, &kon_infomodel_module, &kon_soap_module,
+                                       &kon_cetp_module };
         size_t n = 0;
 
         if (s[0].name)
                 return s;
         for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
                 s[n++] = *p;
-        for (size_t i = 0; i < 4; i++)
+        for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++)
                 for (const kon_conf_section_t *p = mods[i]->conf_sections; p && p->name; p++)
                         s[n++] = *p;
         return s;
@@ -173,6 +180,7 @@ static void konn_start(konn_t *k, const char *schema_dir)
         kon_modules_add(k->mods, &kon_infomodel_module);
         kon_modules_add(k->mods, &kon_ct_module);
         kon_modules_add(k->mods, &kon_card_module);
+        kon_modules_add(k->mods, &kon_cetp_module);
         kon_modules_add(k->mods, &kon_soap_module);
         ck_assert_msg(kon_modules_start(k->mods, NULL, e2, sizeof(e2)) == 0, "%s", e2);
         ck_assert_msg(RUN_UNTIL(loop, 10000, connected(k)), "KT1 did not connect");
@@ -205,6 +213,101 @@ static void insert_pruefkarte(konn_t *k, unsigned slot)
         ck_assert_int_eq(ktemu_insert(k->emu, slot, KON_SRCDIR "/conf/cards/egk-pruefkarte.card", err, sizeof(err)),
                          0);
         ck_assert_msg(RUN_UNTIL(k->core.loop, 10000, card_in(k, slot)), "card not recognised");
+}
+
+/* ---- a CETP receiver (plain TCP, on the main loop) ------------------------------- */
+
+#define RX_EVENTS 16
+
+typedef struct {
+        int lfd, fd;
+        sd_event_source *lsrc, *src;
+        char event_to[64];
+        uint8_t buf[65536];
+        size_t len;
+        char *events[RX_EVENTS];
+        size_t nev;
+} rx_t;
+
+static int rx_on_data(sd_event_source *src, int fd, uint32_t revents, void *ud)
+{
+        rx_t *rx = ud;
+        ssize_t n = recv(fd, rx->buf + rx->len, sizeof(rx->buf) - rx->len, MSG_DONTWAIT);
+
+        (void)src;
+        (void)revents;
+        if (n <= 0) {
+                if (n < 0 && errno == EAGAIN)
+                        return 0;
+                rx->src = sd_event_source_disable_unref(rx->src);
+                close(rx->fd);
+                rx->fd = -1;
+                rx->len = 0;
+                return 0;
+        }
+        rx->len += (size_t)n;
+        while (rx->len >= 8) {
+                uint32_t bl;
+
+                ck_assert_msg(memcmp(rx->buf, "CETP", 4) == 0, "bad frame marker");
+                bl = (uint32_t)rx->buf[4] << 24 | (uint32_t)rx->buf[5] << 16 | (uint32_t)rx->buf[6] << 8 | rx->buf[7];
+                ck_assert_uint_lt(bl, sizeof(rx->buf) - 8);
+                if (rx->len < 8 + bl)
+                        break;
+                if (rx->nev < RX_EVENTS)
+                        rx->events[rx->nev++] = kon_strndup((const char *)rx->buf + 8, bl);
+                memmove(rx->buf, rx->buf + 8 + bl, rx->len - 8 - bl);
+                rx->len -= 8 + bl;
+        }
+        return 0;
+}
+
+static int rx_on_accept(sd_event_source *src, int fd, uint32_t revents, void *ud)
+{
+        rx_t *rx = ud;
+        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        (void)revents;
+        if (cfd < 0)
+                return 0;
+        /* one connection at a time: the notifier keeps one per receiver */
+        if (rx->fd >= 0) {
+                rx->src = sd_event_source_disable_unref(rx->src);
+                close(rx->fd);
+        }
+        rx->fd = cfd;
+        rx->len = 0;
+        ck_assert_int_ge(sd_event_add_io(sd_event_source_get_event(src), &rx->src, cfd, EPOLLIN, rx_on_data, rx), 0);
+        return 0;
+}
+
+static rx_t *rx_new(sd_event *loop)
+{
+        rx_t *rx = kon_calloc(1, sizeof(*rx));
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(a);
+
+        rx->fd = -1;
+        rx->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(rx->lfd, 0);
+        ck_assert_int_eq(bind(rx->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+        ck_assert_int_eq(listen(rx->lfd, 16), 0);
+        ck_assert_int_eq(getsockname(rx->lfd, (struct sockaddr *)&a, &len), 0);
+        snprintf(rx->event_to, sizeof(rx->event_to), "cetp://127.0.0.1:%u", ntohs(a.sin_port));
+        ck_assert_int_ge(sd_event_add_io(loop, &rx->lsrc, rx->lfd, EPOLLIN, rx_on_accept, rx), 0);
+        return rx;
+}
+
+static void rx_free(rx_t *rx)
+{
+        sd_event_source_disable_unref(rx->src);
+        if (rx->fd >= 0)
+                close(rx->fd);
+        sd_event_source_disable_unref(rx->lsrc);
+        close(rx->lfd);
+        for (size_t i = 0; i < rx->nev; i++)
+                free(rx->events[i]);
+        free(rx);
 }
 
 /* ---- the client (runs on its own thread) ---------------------------------------- */
@@ -602,9 +705,11 @@ START_TEST(malformed_requests)
         post(&k, ENV_HEAD "<GetCards xmlns=\"urn:other\"/>" ENV_TAIL, &c);
         ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
         call_free(&c);
-        post(&k, ENV_HEAD "<EVT:GetSubscription" NSDECL ">" CTX("M1", "CS1", "AP1") "</EVT:GetSubscription>" ENV_TAIL,
+        /* a Subscription without EventTo */
+        post(&k, ENV_HEAD "<EVT:Subscribe" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "<EVT:Subscription><EVT:Topic>CARD</EVT:Topic></EVT:Subscription></EVT:Subscribe>" ENV_TAIL,
              &c);
-        ck_assert_int_eq(fault_code(&c, NULL, 0), 4001);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
         call_free(&c);
         /* not XML, not SOAP, empty body */
         post(&k, "<soap:Envelope", &c);
@@ -703,6 +808,199 @@ START_TEST(soap_action_variants_and_concurrency)
 }
 END_TEST
 
+/* ---- subscriptions ---------------------------------------------------------------- */
+
+#define SUBSCRIBE(ctx, to, topic)                                                                         \
+        ENV_HEAD "<EVT:Subscribe" NSDECL ">" ctx "<EVT:Subscription><EVT:EventTo>" to "</EVT:EventTo>"     \
+                 "<EVT:Topic>" topic "</EVT:Topic></EVT:Subscription></EVT:Subscribe>" ENV_TAIL
+
+/* Subscribe M1/CS1 to topic at event_to; the SubscriptionID and
+ * TerminationTime answered, validated. */
+static void subscribe(konn_t *k, const char *event_to, const char *topic, char *id, char *term)
+{
+        _cleanup_free_ char *body = kon_asprintf(
+                ENV_HEAD "<EVT:Subscribe" NSDECL ">" CTX("M1", "CS1", "AP1")
+                         "<EVT:Subscription><EVT:EventTo>%s</EVT:EventTo><EVT:Topic>%s</EVT:Topic>"
+                         "</EVT:Subscription></EVT:Subscribe>" ENV_TAIL,
+                event_to, topic);
+        call_t c;
+        xmlDocPtr doc;
+        xmlNodePtr op;
+
+        post(k, body, &c);
+        op = response(&c, &doc, "SubscribeResponse");
+        text_of(child(op, "SubscriptionID"), id, CETP_ID_MAX + 1);
+        text_of(child(op, "TerminationTime"), term, 40);
+        ck_assert_str_ne(id, "");
+        ck_assert_msg(strlen(term) >= 20 && term[4] == '-' && term[10] == 'T', "%s", term);
+        xmlFreeDoc(doc);
+        call_free(&c);
+}
+
+/* GetSubscription of ctx: how many, and whether id is among them. */
+static size_t subscriptions(konn_t *k, const char *body, const char *id, bool *found)
+{
+        call_t c;
+        xmlDocPtr doc;
+        xmlNodePtr op, list;
+        size_t n = 0;
+        char buf[128];
+
+        *found = false;
+        post(k, body, &c);
+        op = response(&c, &doc, "GetSubscriptionResponse");
+        list = child(op, "Subscriptions");
+        ck_assert_ptr_nonnull(list);
+        for (xmlNodePtr s = list->children; s; s = s->next) {
+                if (s->type != XML_ELEMENT_NODE)
+                        continue;
+                n++;
+                if (id && strcmp(text_of(child(s, "SubscriptionID"), buf, sizeof(buf)), id) == 0)
+                        *found = true;
+        }
+        xmlFreeDoc(doc);
+        call_free(&c);
+        return n;
+}
+
+static bool has_event(rx_t *rx, const char *a, const char *b)
+{
+        for (size_t i = 0; i < rx->nev; i++)
+                if (strstr(rx->events[i], a) && (!b || strstr(rx->events[i], b)))
+                        return true;
+        return false;
+}
+
+static const char GET_SUBS_CS1[] = ENV_HEAD "<EVT:GetSubscription" NSDECL ">" CTX("M1", "CS1", "AP1")
+        "</EVT:GetSubscription>" ENV_TAIL;
+static const char GET_SUBS_M2[] = ENV_HEAD "<EVT:GetSubscription" NSDECL " mandant-wide=\"true\">"
+        CTX("M2", "CS2", "AP2") "</EVT:GetSubscription>" ENV_TAIL;
+
+START_TEST(subscribe_cetp)
+{
+        konn_t k;
+        call_t c;
+        xmlDocPtr doc;
+        xmlNodePtr op, ren;
+        rx_t *rx;
+        char id[CETP_ID_MAX + 1], id2[CETP_ID_MAX + 1], term[40], term2[40], buf[128];
+        bool found;
+        size_t before;
+
+        konn_start(&k, API);
+        rx = rx_new(k.core.loop);
+        subscribe(&k, rx->event_to, "CARD", id, term);
+
+        /* the Prüfkarte arrives at the receiver, framed and addressed */
+        insert_pruefkarte(&k, 1);
+        ck_assert_msg(RUN_UNTIL(k.core.loop, 10000, has_event(rx, "CARD/INSERTED", "P100000005")),
+                      "no CARD/INSERTED event with KVNR P100000005 (%zu events)", rx->nev);
+        ck_assert(has_event(rx, "CARD/INSERTED", id));
+        ck_assert(has_event(rx, "<EVT:Event", NULL) || has_event(rx, "Event", NULL));
+
+        /* listed for its client system, not for another Mandant */
+        ck_assert_uint_eq(subscriptions(&k, GET_SUBS_CS1, id, &found), 1);
+        ck_assert(found);
+        ck_assert_uint_eq(subscriptions(&k, GET_SUBS_M2, id, &found), 0);
+
+        /* a renewal ends later; an unknown id is left out */
+        usleep(20000);
+        {
+                _cleanup_free_ char *body = kon_asprintf(
+                        ENV_HEAD "<EVT:RenewSubscriptions" NSDECL ">" CTX("M1", "CS1", "AP1")
+                                 "<EVT:SubscriptionID>%s</EVT:SubscriptionID>"
+                                 "<EVT:SubscriptionID>no-such-id</EVT:SubscriptionID></EVT:RenewSubscriptions>" ENV_TAIL,
+                        id);
+
+                post(&k, body, &c);
+        }
+        op = response(&c, &doc, "RenewSubscriptionsResponse");
+        ren = child(child(op, "SubscribeRenewals"), "SubscriptionRenewal");
+        ck_assert_ptr_nonnull(ren);
+        ck_assert_str_eq(text_of(child(ren, "SubscriptionID"), buf, sizeof(buf)), id);
+        text_of(child(ren, "TerminationTime"), term2, sizeof(term2));
+        ck_assert_msg(strcmp(term2, term) > 0, "renewed %s, was %s", term2, term);
+        for (ren = ren->next; ren; ren = ren->next)
+                ck_assert_int_ne(ren->type, XML_ELEMENT_NODE);
+        xmlFreeDoc(doc);
+        call_free(&c);
+        post(&k, ENV_HEAD "<EVT:RenewSubscriptions" NSDECL ">" CTX("M1", "CS1", "AP1")
+                 "<EVT:SubscriptionID>no-such-id</EVT:SubscriptionID></EVT:RenewSubscriptions>" ENV_TAIL,
+             &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        call_free(&c);
+
+        /* Unsubscribe by id: gone, and no more events */
+        {
+                _cleanup_free_ char *body = kon_asprintf(
+                        ENV_HEAD "<EVT:Unsubscribe" NSDECL ">" CTX("M1", "CS1", "AP1")
+                                 "<EVT:SubscriptionID>%s</EVT:SubscriptionID></EVT:Unsubscribe>" ENV_TAIL,
+                        id);
+
+                post(&k, body, &c);
+                op = response(&c, &doc, "UnsubscribeResponse");
+                xmlFreeDoc(doc);
+                call_free(&c);
+                post(&k, body, &c);
+                ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+                call_free(&c);
+        }
+        ck_assert_uint_eq(subscriptions(&k, GET_SUBS_CS1, id, &found), 0);
+        before = rx->nev;
+        insert_pruefkarte(&k, 2);
+        RUN_UNTIL(k.core.loop, 500, rx->nev > before);
+        ck_assert_uint_eq(rx->nev, before);
+
+        /* Unsubscribe by EventTo */
+        subscribe(&k, rx->event_to, "CT", id2, term);
+        ck_assert_str_ne(id2, id);
+        {
+                _cleanup_free_ char *body = kon_asprintf(
+                        ENV_HEAD "<EVT:Unsubscribe" NSDECL ">" CTX("M1", "CS1", "AP1")
+                                 "<EVT:EventTo>%s</EVT:EventTo></EVT:Unsubscribe>" ENV_TAIL,
+                        rx->event_to);
+
+                post(&k, body, &c);
+                op = response(&c, &doc, "UnsubscribeResponse");
+                xmlFreeDoc(doc);
+                call_free(&c);
+                post(&k, body, &c);
+                ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+                call_free(&c);
+        }
+        ck_assert_uint_eq(subscriptions(&k, GET_SUBS_CS1, NULL, &found), 0);
+
+        /* EventTo that the schema lets through but is no cetp://host:port */
+        post(&k, SUBSCRIBE(CTX("M1", "CS1", "AP1"), "cetp://127.0.0.1:99999", "CARD"), &c);
+        ck_assert_int_eq(fault_code(&c, buf, sizeof(buf)), 4000);
+        ck_assert_msg(strstr(buf, "EventTo") != NULL, "%s", buf);
+        call_free(&c);
+        post(&k, SUBSCRIBE(CTX("M1", "CS1", "AP1"), "http://127.0.0.1:80", "CARD"), &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+        call_free(&c);
+        /* an invalid XPath filter */
+        {
+                _cleanup_free_ char *body = kon_asprintf(
+                        ENV_HEAD "<EVT:Subscribe" NSDECL ">" CTX("M1", "CS1", "AP1")
+                                 "<EVT:Subscription><EVT:EventTo>%s</EVT:EventTo><EVT:Topic>CARD</EVT:Topic>"
+                                 "<EVT:Filter>/EVT:Event[[</EVT:Filter></EVT:Subscription></EVT:Subscribe>" ENV_TAIL,
+                        rx->event_to);
+
+                post(&k, body, &c);
+                ck_assert_int_eq(fault_code(&c, NULL, 0), 4000);
+                call_free(&c);
+        }
+        /* the access check comes first: an unknown client system */
+        post(&k, SUBSCRIBE(CTX("M1", "CS9", "AP1"), "cetp://127.0.0.1:1", "CARD"), &c);
+        ck_assert_int_eq(fault_code(&c, NULL, 0), 4005);
+        call_free(&c);
+        ck_assert_uint_eq(subscriptions(&k, GET_SUBS_CS1, NULL, &found), 0);
+
+        rx_free(rx);
+        konn_stop(&k);
+}
+END_TEST
+
 START_TEST(missing_schema_dir)
 {
         konn_t k;
@@ -797,6 +1095,7 @@ int main(void)
         tcase_add_test(tc, malformed_requests);
         tcase_add_test(tc, doctype_and_entities);
         tcase_add_test(tc, soap_action_variants_and_concurrency);
+        tcase_add_test(tc, subscribe_cetp);
         tcase_add_test(tc, missing_schema_dir);
         tcase_add_test(tc, schema_loader_confined);
         suite_add_tcase(s, tc);

@@ -44,6 +44,8 @@
  * handler waits for a loop that is busy stopping. https.h offers no
  * suspend/resume, which is why the handler blocks; the listeners run
  * several libmicrohttpd threads so one slow call does not hold up others.
+ * The EventService subscription operations use the same hand-over to run
+ * the CETP engine (cetp.h: main loop only) after the access check.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -173,6 +175,7 @@ typedef struct soap_job {
         int result;
         soap_data_t data;
         infomodel_t *im;        /* looked up on the loop; thread-safe to use */
+        soap_sub_job_t *sub;    /* not NULL: a CETP operation instead of the snapshot */
 } soap_job_t;
 
 uint16_t soap_service_port(const soap_service_t *s)
@@ -307,6 +310,43 @@ static void copy_state(soap_service_t *s, soap_job_t *j)
         }
 }
 
+/* The cetp_* functions are main-loop functions (cetp.h), so they run here,
+ * under the lock like copy_state: a handler that timed out has unlinked
+ * its job, so no job runs after its handler gave up. */
+static int run_sub(soap_service_t *s, soap_sub_job_t *j)
+{
+        cetp_service_t *svc = kon_core_lookup(s->core, "cetp");
+        const soap_call_t *c = j->call;
+
+        if (!svc)
+                return -ENOTSUP;
+        switch (j->op) {
+        case SOAP_OP_SUBSCRIBE:
+                j->result = cetp_subscribe(svc, &j->ctx, c->event_to, c->topic, c->filter, j->id,
+                                           &j->termination_us);
+                break;
+        case SOAP_OP_UNSUBSCRIBE:
+                j->result = c->n_ids ? cetp_unsubscribe_id(svc, &j->ctx, c->ids[0])
+                                     : cetp_unsubscribe_eventto(svc, &j->ctx, c->event_to);
+                break;
+        case SOAP_OP_GET_SUBSCRIPTION:
+                j->result = cetp_get(svc, &j->ctx, c->n_ids ? c->ids[0] : NULL, &j->subs, &j->n_subs);
+                break;
+        case SOAP_OP_RENEW_SUBSCRIPTIONS: {
+                const char *ids[1000];
+                size_t n = c->n_ids < 1000 ? c->n_ids : 1000;
+
+                for (size_t i = 0; i < n; i++)
+                        ids[i] = c->ids[i];
+                j->result = cetp_renew(svc, &j->ctx, ids, n, j->renewals);
+                break;
+        }
+        default:
+                j->result = -EINVAL;
+        }
+        return 0;
+}
+
 static int on_wake(sd_event_source *src, int fd, uint32_t revents, void *ud)
 {
         soap_service_t *s = ud;
@@ -321,8 +361,12 @@ static int on_wake(sd_event_source *src, int fd, uint32_t revents, void *ud)
                 soap_job_t *j = s->queue;
 
                 s->queue = j->next;
-                copy_state(s, j);
-                j->result = 0;
+                if (j->sub) {
+                        j->result = run_sub(s, j->sub);
+                } else {
+                        copy_state(s, j);
+                        j->result = 0;
+                }
                 j->done = true;
         }
         pthread_cond_broadcast(&s->cond);
@@ -335,12 +379,9 @@ typedef struct {
         infomodel_t *im;
 } call_ctx_t;
 
-/* soap_env_t.gather: queue, wake the loop, wait. Handler thread. */
-static int gather(void *ud, soap_data_t *ret)
+/* Queue job, wake the loop, wait for it. Handler thread. */
+static void hand_over(soap_service_t *s, soap_job_t *j)
 {
-        call_ctx_t *cc = ud;
-        soap_service_t *s = cc->s;
-        soap_job_t job = { .result = -ETIMEDOUT };
         struct timespec deadline;
         uint64_t one = 1;
         int r = 0;
@@ -355,22 +396,32 @@ static int gather(void *ud, soap_data_t *ret)
         pthread_mutex_lock(&s->lock);
         if (!s->accepting) {
                 pthread_mutex_unlock(&s->lock);
-                return -ESHUTDOWN;
+                j->result = -ESHUTDOWN;
+                return;
         }
-        job.next = s->queue;
-        s->queue = &job;
+        j->next = s->queue;
+        s->queue = j;
         if (write(s->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
                 kon_warn("soap: wake-up write: %s", strerror(errno));
-        while (!job.done && r == 0)
+        while (!j->done && r == 0)
                 r = pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
-        if (!job.done)
+        if (!j->done)
                 /* filled only under the lock, so still queued: unlink */
                 for (soap_job_t **p = &s->queue; *p; p = &(*p)->next)
-                        if (*p == &job) {
-                                *p = job.next;
+                        if (*p == j) {
+                                *p = j->next;
                                 break;
                         }
         pthread_mutex_unlock(&s->lock);
+}
+
+/* soap_env_t.gather: the snapshot. Handler thread. */
+static int gather(void *ud, soap_data_t *ret)
+{
+        call_ctx_t *cc = ud;
+        soap_job_t job = { .result = -ETIMEDOUT };
+
+        hand_over(cc->s, &job);
         if (job.result < 0) {
                 soap_data_done(&job.data);
                 return job.result;
@@ -378,6 +429,16 @@ static int gather(void *ud, soap_data_t *ret)
         cc->im = job.im;
         *ret = job.data;
         return 0;
+}
+
+/* soap_env_t.subscription. Handler thread. */
+static int subscription(void *ud, soap_sub_job_t *sub)
+{
+        call_ctx_t *cc = ud;
+        soap_job_t job = { .result = -ETIMEDOUT, .sub = sub };
+
+        hand_over(cc->s, &job);
+        return job.result;
 }
 
 static int check(void *ud, const infomodel_context_t *ctx, const infomodel_request_t *req, infomodel_result_t *ret)
@@ -454,6 +515,7 @@ static int serve_service(soap_service_t *s, https_request_t *req, soap_svc_id_t 
                         .gather = gather,
                         .check = check,
                         .workplaces_of = workplaces_of,
+                        .subscription = subscription,
                         .ud = &cc,
                         .instance = s->instance,
                         .now_us = kon_now_realtime_us(),

@@ -134,6 +134,7 @@ int soap_schema_validate(struct _xmlSchema *schema, struct _xmlNode *elem, char 
 const char *soap_service_schema_file(soap_svc_id_t id);
 
 #include "konnektor/card.h"
+#include "konnektor/cetp.h"
 #include "konnektor/ct.h"
 #include "konnektor/infomodel.h"
 #include "konnektor/opstate.h"
@@ -144,6 +145,10 @@ typedef enum {
         SOAP_OP_GET_CARDS,
         SOAP_OP_GET_CARD_TERMINALS,
         SOAP_OP_GET_RESOURCE_INFORMATION,
+        SOAP_OP_SUBSCRIBE,
+        SOAP_OP_UNSUBSCRIBE,
+        SOAP_OP_GET_SUBSCRIPTION,
+        SOAP_OP_RENEW_SUBSCRIPTIONS,
 } soap_op_t;
 
 /* A validated request, copied out of the document ("" = absent). */
@@ -159,6 +164,13 @@ typedef struct {
         char card_type[16];
         char iccsn[21];
         char handle[129];
+        /* the subscription operations */
+        char event_to[CETP_EVENTTO_MAX + 1];
+        char topic[CETP_TOPIC_MAX + 1];
+        char filter[CETP_FILTER_MAX + 1];
+        char (*ids)[CETP_ID_MAX + 1];   /* SubscriptionID(s), malloc'ed; up to 1000 for a renewal */
+        size_t n_ids;
+        bool too_long;                  /* a value longer than its schema type allows */
 } soap_call_t;
 
 /* What the main loop hands over: copies, owned by the data. */
@@ -173,6 +185,20 @@ typedef struct {
 
 void soap_data_done(soap_data_t *d);
 
+/* A subscription operation for the CETP engine, which runs on the main
+ * loop only (cetp.h): the handler fills the input, the loop the output. */
+typedef struct {
+        soap_op_t op;                   /* SOAP_OP_SUBSCRIBE .. SOAP_OP_RENEW_SUBSCRIPTIONS */
+        cetp_context_t ctx;
+        const soap_call_t *call;        /* event_to, topic, filter, ids */
+        int result;                     /* what the cetp_* function returned */
+        char id[CETP_ID_MAX + 1];       /* Subscribe */
+        uint64_t termination_us;        /* Subscribe */
+        cetp_subscription_t *subs;      /* GetSubscription, malloc'ed */
+        size_t n_subs;
+        cetp_renewal_t *renewals;       /* RenewSubscriptions, call->n_ids of them, the handler's */
+} soap_sub_job_t;
+
 typedef struct {
         struct _xmlSchema *schema;      /* the service's; NULL = not available */
         const char *schema_missing;     /* why not, for the 4001 fault */
@@ -184,6 +210,10 @@ typedef struct {
         int (*check)(void *ud, const infomodel_context_t *ctx, const infomodel_request_t *req,
                      infomodel_result_t *ret);
         void (*workplaces_of)(void *ud, const char *mandant, const char *ctid, infomodel_ids_t *ret);
+        /* Run job with the "cetp" service on the main loop. 0 (job->result
+         * tells), -ENOTSUP when no cetp module runs, -ETIMEDOUT,
+         * -ESHUTDOWN. NULL: no CETP here (answered like -ENOTSUP). */
+        int (*subscription)(void *ud, soap_sub_job_t *job);
         void *ud;
         const char *instance;           /* Trace/Instance */
         uint64_t now_us;

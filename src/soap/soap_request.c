@@ -19,6 +19,15 @@
  * client got wrong is soap:Client, our own trouble soap:Server. HTTP 500
  * for every fault (SOAP 1.1 / WS-I BP).
  *
+ * The subscriptions: Subscribe, Unsubscribe (by SubscriptionID or EventTo),
+ * GetSubscription, RenewSubscriptions run the CETP engine (cetp.h) on the
+ * main loop through env->subscription, after the same access check as the
+ * queries. The Konnektor assigns SubscriptionID and TerminationTime (a
+ * client's wishes in Subscription are ignored). Faults: a bad EventTo,
+ * Topic or Filter and an unknown SubscriptionID or EventTo are the
+ * client's parameter errors (4000; the API brief names no more specific
+ * code); the subscription limits and a missing cetp module are 4001.
+ *
  * The queries: GetCardTerminals, GetCards, GetResourceInformation
  * (EventService 7.2). Terminal and card data are a snapshot the caller's
  * gather() took on the main loop; this file decides what the client may
@@ -140,10 +149,10 @@ static const struct {
         { "GetCards", SOAP_OP_GET_CARDS },
         { "GetCardTerminals", SOAP_OP_GET_CARD_TERMINALS },
         { "GetResourceInformation", SOAP_OP_GET_RESOURCE_INFORMATION },
-        { "Subscribe", SOAP_OP_NOT_IMPLEMENTED },
-        { "Unsubscribe", SOAP_OP_NOT_IMPLEMENTED },
-        { "GetSubscription", SOAP_OP_NOT_IMPLEMENTED },
-        { "RenewSubscriptions", SOAP_OP_NOT_IMPLEMENTED },
+        { "Subscribe", SOAP_OP_SUBSCRIBE },
+        { "Unsubscribe", SOAP_OP_UNSUBSCRIBE },
+        { "GetSubscription", SOAP_OP_GET_SUBSCRIPTION },
+        { "RenewSubscriptions", SOAP_OP_RENEW_SUBSCRIPTIONS },
 };
 
 static soap_op_t find_op(soap_svc_id_t svc, xmlNodePtr op)
@@ -194,6 +203,26 @@ static void read_call(xmlNodePtr op, soap_call_t *c)
                         text(n, c->iccsn, sizeof(c->iccsn));
                 } else if (is(n, NS_CONN, "CardHandle")) {
                         text(n, c->handle, sizeof(c->handle));
+                } else if (is(n, NS_EVT, "SubscriptionID")) {
+                        /* the schema allows 1000 in a renewal, one elsewhere */
+                        if (c->n_ids >= 1000)
+                                continue;
+                        if (!c->ids)
+                                c->ids = kon_malloc(1000 * sizeof(*c->ids));
+                        c->too_long |= !text(n, c->ids[c->n_ids++], sizeof(c->ids[0]));
+                } else if (is(n, NS_EVT, "EventTo")) {
+                        c->too_long |= !text(n, c->event_to, sizeof(c->event_to));
+                } else if (is(n, NS_EVT, "Subscription")) {
+                        /* SubscriptionID and TerminationTime in a Subscribe
+                         * are the client's wishes; the Konnektor assigns both */
+                        for (xmlNodePtr m = first_element(n->children); m; m = first_element(m->next)) {
+                                if (is(m, NS_EVT, "EventTo"))
+                                        c->too_long |= !text(m, c->event_to, sizeof(c->event_to));
+                                else if (is(m, NS_EVT, "Topic"))
+                                        c->too_long |= !text(m, c->topic, sizeof(c->topic));
+                                else if (is(m, NS_EVT, "Filter"))
+                                        c->too_long |= !text(m, c->filter, sizeof(c->filter));
+                        }
                 }
         }
 }
@@ -404,6 +433,129 @@ static void add_connector(resp_t *r, const soap_data_t *d, uint64_t now_us)
         }
 }
 
+/* ---- the subscription operations ------------------------------------------------- */
+
+static void add_subscription(resp_t *r, xmlNodePtr parent, const cetp_subscription_t *sub)
+{
+        xmlNodePtr n = xmlNewChild(parent, r->evt, X("Subscription"), NULL);
+        char date[40];
+
+        add(n, r->evt, "SubscriptionID", sub->id);
+        add(n, r->evt, "TerminationTime", soap_format_datetime(sub->termination_us, date, sizeof(date)));
+        add(n, r->evt, "EventTo", sub->event_to);
+        add(n, r->evt, "Topic", sub->topic);
+        if (sub->filter[0])
+                add(n, r->evt, "Filter", sub->filter);
+}
+
+/* After the access check: the CETP engine on the main loop, then the
+ * answer. Subscriptions belong to Mandant + client system (cetp.h), so a
+ * caller sees and changes only its own; GetSubscription with mandant-wide
+ * shows every one of the Mandant. */
+static int subscription_op(const soap_env_t *env, const soap_call_t *c, soap_reply_t *ret)
+{
+        soap_sub_job_t job = {
+                .op = c->op,
+                .ctx = { c->mandant, c->client_system, c->workplace },
+                .call = c,
+        };
+        char host[CETP_HOST_MAX + 1], date[40];
+        uint16_t port;
+        resp_t r;
+        int q;
+
+        if (c->too_long)
+                return fault(env, ret, 4000, "Syntaxfehler", "a value is longer than its schema type allows", NULL);
+        /* EventTo is the one parameter whose fault the client needs to see
+         * precisely; the parse is pure, so it runs here */
+        if ((c->op == SOAP_OP_SUBSCRIBE || (c->op == SOAP_OP_UNSUBSCRIBE && !c->n_ids)) &&
+            cetp_parse_event_to(c->event_to, host, &port) < 0)
+                return fault(env, ret, 4000, "Parameterfehler: EventTo ungueltig",
+                             "EventTo must be cetp://host:port (DNS name, IPv4 or [IPv6], port 1..65535)", NULL);
+        if (c->op == SOAP_OP_RENEW_SUBSCRIPTIONS)
+                job.renewals = kon_calloc(c->n_ids ? c->n_ids : 1, sizeof(*job.renewals));
+        q = env->subscription ? env->subscription(env->ud, &job) : -ENOTSUP;
+        if (q < 0) {
+                free(job.renewals);
+                free(job.subs);
+                return fault(env, ret, 4001, "Interner Fehler",
+                             q == -ENOTSUP     ? "event notification (the cetp module) is not running"
+                             : q == -ETIMEDOUT ? "the event notification did not answer in time"
+                                               : "the event notification is not available",
+                             NULL);
+        }
+        switch (c->op) {
+        case SOAP_OP_SUBSCRIBE:
+                if (job.result == -EINVAL)
+                        return fault(env, ret, 4000, "Parameterfehler",
+                                     "Topic or Filter is not valid (Filter: an XPath 1.0 expression over EVT:Event)",
+                                     NULL);
+                if (job.result == -ENOSPC || job.result == -EDQUOT)
+                        return fault(env, ret, 4001, "Interner Fehler: zu viele Subscriptions",
+                                     job.result == -ENOSPC ? "the Konnektor has reached its maximum of subscriptions"
+                                                           : "this client system has reached its maximum of subscriptions",
+                                     NULL);
+                if (job.result < 0)
+                        return fault(env, ret, 4001, "Interner Fehler", "the subscription could not be stored", NULL);
+                resp_begin(&r, "SubscribeResponse");
+                add(r.op, r.evt, "SubscriptionID", job.id);
+                add(r.op, r.evt, "TerminationTime", soap_format_datetime(job.termination_us, date, sizeof(date)));
+                break;
+        case SOAP_OP_UNSUBSCRIBE:
+                if (job.result < 0)
+                        return fault(env, ret, 4000, "Parameterfehler: Subscription unbekannt",
+                                     c->n_ids ? "no subscription of this client system has this SubscriptionID"
+                                              : "no subscription of this client system has this EventTo",
+                                     NULL);
+                resp_begin(&r, "UnsubscribeResponse");
+                break;
+        case SOAP_OP_GET_SUBSCRIPTION: {
+                xmlNodePtr list;
+
+                if (job.result < 0) {
+                        free(job.subs);
+                        return fault(env, ret, 4000, "Parameterfehler: Subscription unbekannt",
+                                     "no subscription of this Mandant has this SubscriptionID", NULL);
+                }
+                resp_begin(&r, "GetSubscriptionResponse");
+                list = xmlNewChild(r.op, r.evt, X("Subscriptions"), NULL);
+                for (size_t i = 0; i < job.n_subs; i++)
+                        if (c->mandant_wide || strcmp(job.subs[i].client_system_id, c->client_system) == 0)
+                                add_subscription(&r, list, &job.subs[i]);
+                free(job.subs);
+                break;
+        }
+        case SOAP_OP_RENEW_SUBSCRIPTIONS: {
+                xmlNodePtr list;
+
+                /* SubscriptionRenewal needs a TerminationTime, so unknown
+                 * ids are left out; none at all is the client's error */
+                if (job.result <= 0) {
+                        free(job.renewals);
+                        return fault(env, ret, 4000, "Parameterfehler: Subscription unbekannt",
+                                     "no subscription of this client system has one of these SubscriptionIDs", NULL);
+                }
+                resp_begin(&r, "RenewSubscriptionsResponse");
+                list = xmlNewChild(r.op, r.evt, X("SubscribeRenewals"), NULL);
+                for (size_t i = 0; i < c->n_ids; i++) {
+                        xmlNodePtr n;
+
+                        if (job.renewals[i].status != 0)
+                                continue;
+                        n = xmlNewChild(list, r.evt, X("SubscriptionRenewal"), NULL);
+                        add(n, r.evt, "SubscriptionID", c->ids[i]);
+                        add(n, r.evt, "TerminationTime",
+                            soap_format_datetime(job.renewals[i].termination_us, date, sizeof(date)));
+                }
+                free(job.renewals);
+                break;
+        }
+        default:
+                abort();
+        }
+        return resp_end(&r, ret);
+}
+
 /* ---- the operations ------------------------------------------------------------- */
 
 static bool allowed(const infomodel_ids_t *ids, const char *ctid)
@@ -479,6 +631,12 @@ static int run(const soap_env_t *env, const soap_call_t *c, soap_reply_t *ret)
                                                                           : "Zugriff verweigert",
                            detail, "Zugriffsberechtigung nicht erteilt");
                 return rr;
+        }
+
+        if (c->op >= SOAP_OP_SUBSCRIBE) {
+                infomodel_result_done(&res);
+                soap_data_done(&d);
+                return subscription_op(env, c, ret);
         }
 
         switch (c->op) {
@@ -630,6 +788,7 @@ int soap_request_process(const soap_env_t *env, soap_svc_id_t svc, const void *b
         xmlFreeDoc(doc);
         doc = NULL;
         r = run(env, &call, ret);
+        free(call.ids);
 out:
         xmlFreeDoc(doc);
         return r;
