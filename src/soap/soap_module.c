@@ -135,6 +135,7 @@ static const kon_conf_section_t soap_sections[] = {
 
 struct soap_service {
         bool disabled;          /* [soap] enabled = no: the module does nothing */
+        infomodel_t *im;        /* looked up at start; NULL: every call gets 4001 */
         kon_core_t *core;
         const soap_profile_t *profile;
         https_server_t *main, *plain;
@@ -174,7 +175,6 @@ typedef struct soap_job {
         bool done;
         int result;
         soap_data_t data;
-        infomodel_t *im;        /* looked up on the loop; thread-safe to use */
         soap_sub_job_t *sub;    /* not NULL: a CETP operation instead of the snapshot */
 } soap_job_t;
 
@@ -289,7 +289,6 @@ static void copy_state(soap_service_t *s, soap_job_t *j)
         soap_data_t *d = &j->data;
         size_t n;
 
-        j->im = kon_core_lookup(s->core, "infomodel");
         if (ct && (n = ct_list(ct, NULL, 0)) > 0) {
                 d->cts = kon_malloc(n * sizeof(*d->cts));
                 d->n_cts = ct_list(ct, d->cts, n);
@@ -376,7 +375,6 @@ static int on_wake(sd_event_source *src, int fd, uint32_t revents, void *ud)
 
 typedef struct {
         soap_service_t *s;
-        infomodel_t *im;
 } call_ctx_t;
 
 /* Queue job, wake the loop, wait for it. Handler thread. */
@@ -426,7 +424,6 @@ static int gather(void *ud, soap_data_t *ret)
                 soap_data_done(&job.data);
                 return job.result;
         }
-        cc->im = job.im;
         *ret = job.data;
         return 0;
 }
@@ -445,13 +442,13 @@ static int check(void *ud, const infomodel_context_t *ctx, const infomodel_reque
 {
         call_ctx_t *cc = ud;
 
-        if (!cc->im) {
+        if (!cc->s->im) {
                 memset(ret, 0, sizeof(*ret));
                 ret->code = 4001;
                 kon_strlcpy(ret->text, "the information model is not running", sizeof(ret->text));
                 return 4001;
         }
-        return infomodel_check(cc->im, ctx, req, ret);
+        return infomodel_check(cc->s->im, ctx, req, ret);
 }
 
 static void workplaces_of(void *ud, const char *mandant, const char *ctid, infomodel_ids_t *ret)
@@ -461,13 +458,13 @@ static void workplaces_of(void *ud, const char *mandant, const char *ctid, infom
         size_t o = 0;
 
         memset(ret, 0, sizeof(*ret));
-        if (!cc->im || infomodel_links(cc->im, INFOMODEL_LINK_MANDANT_WORKPLACE, mandant, &wps) < 0)
+        if (!cc->s->im || infomodel_links(cc->s->im, INFOMODEL_LINK_MANDANT_WORKPLACE, mandant, &wps) < 0)
                 return;
         ret->id = kon_malloc((wps.n ? wps.n : 1) * sizeof(*ret->id));
         for (size_t i = 0; i < wps.n; i++) {
                 infomodel_ids_t cts = { 0 };
 
-                if (infomodel_links(cc->im, INFOMODEL_LINK_WORKPLACE_LOCAL, wps.id[i], &cts) < 0)
+                if (infomodel_links(cc->s->im, INFOMODEL_LINK_WORKPLACE_LOCAL, wps.id[i], &cts) < 0)
                         continue;
                 for (size_t k = 0; k < cts.n; k++)
                         if (strcmp(cts.id[k], ctid) == 0) {
@@ -855,6 +852,9 @@ static int soap_start(void *priv, char *err)
 
         if (s->disabled)
                 return 0;
+        /* the information model is created before any module starts and
+         * its check is thread-safe: look it up once, here on the loop */
+        s->im = kon_core_lookup(s->core, "infomodel");
         s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (s->wake_fd < 0) {
                 snprintf(err, KON_MODULE_ERROR_MAX, "eventfd: %s", strerror(errno));

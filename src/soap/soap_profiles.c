@@ -51,6 +51,17 @@ const soap_svc_info_t soap_services[SOAP_SVC_COUNT] = {
                            "http://ws.gematik.de/conn/vsds/VSDService/v5.2", { "5.2.0", NULL } },
 };
 
+/* secunet's paths, which the generic profile borrows */
+#define WS_PATHS                                                           \
+        {                                                                  \
+                [SOAP_SVC_EVENT] = "/ws/EventService",                     \
+                [SOAP_SVC_CARD] = "/ws/CardService",                       \
+                [SOAP_SVC_CARDTERMINAL] = "/ws/CardTerminalService",       \
+                [SOAP_SVC_CERTIFICATE] = "/ws/CertificateService",         \
+                [SOAP_SVC_AUTHSIGNATURE] = "/ws/AuthSignatureService",     \
+                [SOAP_SVC_VSD] = "/ws/VSDService",                         \
+        }
+
 static const soap_profile_t profiles[] = {
         {
                 .name = "generic",
@@ -60,14 +71,7 @@ static const soap_profile_t profiles[] = {
                 .client_aut_mandatory = -1,
                 .order = { SOAP_SVC_EVENT, SOAP_SVC_CARD, SOAP_SVC_CARDTERMINAL, SOAP_SVC_CERTIFICATE,
                            SOAP_SVC_AUTHSIGNATURE, SOAP_SVC_VSD },
-                .paths = {
-                        [SOAP_SVC_EVENT] = "/ws/EventService",
-                        [SOAP_SVC_CARD] = "/ws/CardService",
-                        [SOAP_SVC_CARDTERMINAL] = "/ws/CardTerminalService",
-                        [SOAP_SVC_CERTIFICATE] = "/ws/CertificateService",
-                        [SOAP_SVC_AUTHSIGNATURE] = "/ws/AuthSignatureService",
-                        [SOAP_SVC_VSD] = "/ws/VSDService",
-                },
+                .paths = WS_PATHS,
         },
         {
                 .name = "secunet",
@@ -80,14 +84,7 @@ static const soap_profile_t profiles[] = {
                 .client_aut_mandatory = 1,
                 .order = { SOAP_SVC_AUTHSIGNATURE, SOAP_SVC_CARD, SOAP_SVC_EVENT, SOAP_SVC_CERTIFICATE,
                            SOAP_SVC_CARDTERMINAL, SOAP_SVC_VSD },
-                .paths = {
-                        [SOAP_SVC_EVENT] = "/ws/EventService",
-                        [SOAP_SVC_CARD] = "/ws/CardService",
-                        [SOAP_SVC_CARDTERMINAL] = "/ws/CardTerminalService",
-                        [SOAP_SVC_CERTIFICATE] = "/ws/CertificateService",
-                        [SOAP_SVC_AUTHSIGNATURE] = "/ws/AuthSignatureService",
-                        [SOAP_SVC_VSD] = "/ws/VSDService",
-                },
+                .paths = WS_PATHS,
         },
         {
                 .name = "kocobox",

@@ -598,7 +598,9 @@ static int run(const soap_env_t *env, const soap_call_t *c, soap_reply_t *ret)
         if (c->context_too_long)
                 return fault(env, ret, INFOMODEL_E_INCOMPLETE, "Context ungueltig",
                              "an id of the Context is longer than 64 characters", NULL);
-        q = env->gather(env->ud, &d);
+        /* subscription calls need the access check only, not the card and
+         * terminal snapshot */
+        q = c->op >= SOAP_OP_SUBSCRIBE ? 0 : env->gather(env->ud, &d);
         if (q < 0)
                 return fault(env, ret, 4001, "Interner Fehler",
                              q == -ETIMEDOUT ? "card and terminal data not available in time"
