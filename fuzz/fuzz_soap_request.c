@@ -2,16 +2,19 @@
  * soap_schema.c): parse, envelope, dispatch, schema validation, the
  * EventService queries and fault building, without TLS or a main loop.
  *
- * The EventService schema is compiled once from $KON_API_TELEMATIK or the
- * shared tree beside the source (without it the pipeline's "schema
- * missing" path is what gets fuzzed). Terminal, card and access-check data
+ * The first input byte picks the service (EventService, CardService,
+ * CardTerminalService, CertificateService, AuthSignatureService), the rest
+ * is the body. The schemas are compiled once from $KON_API_TELEMATIK or
+ * the shared tree beside the source (without them the pipeline's "schema
+ * missing" path is what gets fuzzed). There is no main loop: operations
+ * that need one answer with 4001. Terminal, card and access-check data
  * come from fixed stubs: Mandant M1 / CS1 / AP1 may see KT1 with one eGK
  * (handle H1) in slot 1; everything else is refused as the info model
  * would.
  *
  * Beyond "no crash": every answer is 200 or a fault (500, 501 without
- * schema), is well-formed, and a 200 answer validates against
- * EventService.xsd: no input may make us send an invalid response.
+ * schema), is well-formed, and a 200 answer validates against the
+ * service's schema: no input may make us send an invalid response.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -25,8 +28,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static xmlSchemaPtr schema;
-static char schema_err[512];
+#define NSVC 5
+static xmlSchemaPtr schemas[NSVC];
+static char schema_err[NSVC][512];
 static int loaded;
 
 static void ids_one(infomodel_ids_t *ret, const char *id)
@@ -116,6 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         };
         soap_reply_t rep;
         xmlDocPtr doc;
+        xmlSchemaPtr schema;
+        unsigned svc;
 
         if (!loaded) {
                 const char *dir = getenv("KON_API_TELEMATIK");
@@ -123,13 +129,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 loaded = 1;
                 xmlInitParser();
                 xmlSetStructuredErrorFunc(NULL, quiet);
-                if (soap_schema_load(dir ? dir : KON_SRCDIR "/../shared/api-telematik", "conn/EventService.xsd",
-                                     &schema, schema_err, sizeof(schema_err)) < 0)
-                        fprintf(stderr, "fuzz_soap_request: %s (fuzzing the no-schema path)\n", schema_err);
+                for (int i = 0; i < NSVC; i++)
+                        if (soap_schema_load(dir ? dir : KON_SRCDIR "/../shared/api-telematik",
+                                             soap_service_schema_file((soap_svc_id_t)i), &schemas[i], schema_err[i],
+                                             sizeof(schema_err[i])) < 0)
+                                fprintf(stderr, "fuzz_soap_request: %s (fuzzing the no-schema path)\n",
+                                        schema_err[i]);
         }
+        if (size < 1)
+                return 0;
+        svc = data[0] % NSVC;
+        data++;
+        size--;
+        schema = schemas[svc];
         env.schema = schema;
-        env.schema_missing = schema_err;
-        if (soap_request_process(&env, SOAP_SVC_EVENT, data, size, &rep) < 0)
+        env.schema_missing = schema_err[svc];
+        if (soap_request_process(&env, (soap_svc_id_t)svc, data, size, &rep) < 0)
                 abort();
         if (!rep.body || (rep.status != 200 && rep.status != 500 && rep.status != 501))
                 abort();

@@ -3,10 +3,16 @@
  * modules and the terminal on one sd-event loop in this process.
  * PINs (status, verify, block, unblock, transport PIN, enable/disable),
  * VSD and certificate reads, card-to-card authentication SMC-B -> eGK,
- * exclusive access and cards that vanish. */
+ * exclusive access and cards that vanish; signing with the AUT keys and
+ * PIN states per calling context (Mandant / user). */
 #include <check.h>
 #include <errno.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +29,7 @@
 
 #define PKI KON_BUILDDIR "/pki"
 #define CARDS KON_SRCDIR "/conf/cards/"
+#define IMAGES KON_SRCDIR "/../shared/testdata/cards/"
 
 static char *tmp;
 
@@ -471,6 +478,71 @@ START_TEST(transport_pin)
 }
 END_TEST
 
+/* An eGK delivered with an empty PIN.CH (Leer-PIN): reported as such,
+ * not verifiable, and ChangePin gives it its first value (CHANGE
+ * REFERENCE DATA P1=01, new PIN only, typed at the pad). */
+START_TEST(empty_pin)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        vcard_t *card = NULL;
+        vcard_error_t verr;
+        unsigned left;
+        res_t r;
+        bool v;
+
+        env_start(&e);
+        ck_assert_int_eq(vcard_load(CARDS "egk-leer-pin.card", PKI, &card, &verr), 0);
+        insert(&e, 1, NULL, card, h);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_EMPTY_PIN);
+        ck_assert_str_eq(card_pin_status_name(CARD_PIN_EMPTY_PIN), "EMPTY_PIN");
+        /* the multireference PINs share PIN.CH's secret: empty as well */
+        ck_assert_int_eq(pin_status(&e, h, "MRPIN.home", NULL), CARD_PIN_EMPTY_PIN);
+
+        int started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_EMPTY);
+        ck_assert_str_eq(card_pin_result_name(r.value), "EMPTY_PIN");
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started);
+        ck_assert_int_eq(unblock(&e, h, "PIN.CH", "12345678", NULL).value, CARD_PIN_EMPTY);
+
+        /* a first value of the wrong length is refused, the PIN stays empty */
+        ck_assert_int_eq(ktemu_set_pin(e.emu, "999999", "12345"), 0); /* old: never asked for */
+        r = pin_op(&e, card_pin_change, h, "PIN.CH");
+        ck_assert_int_eq(r.err, -ERANGE);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_EMPTY_PIN);
+
+        /* only the new PIN is typed: there is no old one */
+        ck_assert_int_eq(ktemu_set_pin(e.emu, "999999", "246810"), 0);
+        r = pin_op(&e, card_pin_change, h, "PIN.CH");
+        ck_assert_msg(r.err == 0, "%s", card_strerror(r.err));
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_VERIFIED);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, h, "PIN.CH", &v), 0);
+        ck_assert(v);
+
+        /* the same card in a new session: a regular PIN, verified with the
+         * value just set */
+        remove_card(&e, 1);
+        insert(&e, 1, NULL, card, h);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", &left), CARD_PIN_VERIFIABLE);
+        ck_assert_uint_eq(left, 3);
+        ktemu_set_pin(e.emu, "123456", NULL); /* the image's old secret is gone */
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, h, "PIN.CH").value, CARD_PIN_REJECTED);
+        ktemu_set_pin(e.emu, "246810", NULL);
+        started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        r = pin_op(&e, card_pin_verify, h, "PIN.CH");
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started + 1);
+        ck_assert_int_eq(pin_status(&e, h, "PIN.CH", NULL), CARD_PIN_VERIFIED);
+
+        remove_card(&e, 1);
+        env_stop(&e);
+        vcard_free(card);
+}
+END_TEST
+
 /* VERIFIED lasts for the card session: after removal and re-insertion of
  * the very same card the PIN must be entered again. */
 START_TEST(verified_until_removal)
@@ -711,6 +783,130 @@ START_TEST(read_certificates)
 }
 END_TEST
 
+/* The holder facts of a certificate: "profession OID|registration
+ * number|profession item|authority" of its admission extension and its
+ * policy OIDs (malloc'd, "" parts if absent). */
+static char *holder_facts(const uint8_t *der, size_t len)
+{
+        const unsigned char *p = der;
+        X509 *x = d2i_X509(NULL, &p, (long)len);
+        ADMISSION_SYNTAX *as;
+        CERTIFICATEPOLICIES *cp;
+        char out[1024] = "", oid[80];
+        size_t n = 0;
+
+        ck_assert_ptr_nonnull(x);
+        as = X509_get_ext_d2i(x, NID_x509ExtAdmission, NULL, NULL);
+        ck_assert_msg(as != NULL, "no admission extension");
+        const ADMISSIONS *ad = sk_ADMISSIONS_value(ADMISSION_SYNTAX_get0_contentsOfAdmissions(as), 0);
+        const PROFESSION_INFO *pi = sk_PROFESSION_INFO_value(ADMISSIONS_get0_professionInfos(ad), 0);
+        const ASN1_PRINTABLESTRING *reg = PROFESSION_INFO_get0_registrationNumber(pi);
+        const GENERAL_NAME *auth = ADMISSION_SYNTAX_get0_admissionAuthority(as);
+        unsigned char *item = NULL;
+        char dn[256] = "";
+
+        OBJ_obj2txt(oid, sizeof(oid), sk_ASN1_OBJECT_value(PROFESSION_INFO_get0_professionOIDs(pi), 0), 1);
+        ck_assert_int_ge(ASN1_STRING_to_UTF8(&item, sk_ASN1_STRING_value(PROFESSION_INFO_get0_professionItems(pi), 0)), 0);
+        if (auth && auth->type == GEN_DIRNAME)
+                X509_NAME_oneline(auth->d.directoryName, dn, sizeof(dn));
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s|%.*s|%s|%s;", oid, reg ? ASN1_STRING_length(reg) : 0,
+                              reg ? (const char *)ASN1_STRING_get0_data(reg) : "", item, dn);
+        OPENSSL_free(item);
+        cp = X509_get_ext_d2i(x, NID_certificate_policies, NULL, NULL);
+        for (int i = 0; cp && i < sk_POLICYINFO_num(cp); i++) {
+                OBJ_obj2txt(oid, sizeof(oid), sk_POLICYINFO_value(cp, i)->policyid, 1);
+                n += (size_t)snprintf(out + n, sizeof(out) - n, " %s", oid);
+        }
+        CERTIFICATEPOLICIES_free(cp);
+        ADMISSION_SYNTAX_free(as);
+        X509_free(x);
+        return kon_strdup(out);
+}
+
+/* The certificate of an EF (DF.ESIGN, by SFI) of a gematik image, as the
+ * card holds it. */
+static char *image_cert_facts(const char *image, uint8_t sfi)
+{
+        vcard_t *c = NULL;
+        vcard_error_t err;
+        uint8_t r[4096];
+        static const uint8_t sel[] = { 0x00, 0xA4, 0x04, 0x0C, 0x0A, 0xA0, 0x00, 0x00, 0x01, 0x67,
+                                       0x45, 0x53, 0x49, 0x47, 0x4E };
+        uint8_t rd[] = { 0x00, 0xB0, (uint8_t)(0x80 | sfi), 0x00, 0x00, 0x00, 0x00 };
+        size_t n;
+        char *facts;
+
+        ck_assert_int_eq(vcard_import_gematik(image, &c, &err), 0);
+        vcard_reset(c, NULL, 0);
+        n = vcard_transmit(c, sel, sizeof(sel), r, sizeof(r));
+        ck_assert(n == 2 && r[0] == 0x90);
+        n = vcard_transmit(c, rd, sizeof(rd), r, sizeof(r));
+        ck_assert_uint_gt(n, 4);
+        facts = holder_facts(r, n - 2);
+        vcard_free(c);
+        return facts;
+}
+
+static char *card_cert_facts(env_t *e, const char *h, card_cert_t which, card_alg_t alg, char *issuer,
+                             size_t issuer_len)
+{
+        res_t r = { 0 };
+        const unsigned char *p;
+        X509 *x;
+        char *facts;
+
+        ck_assert_int_eq(card_read_certificate(e->cs, h, which, alg, on_data, &r), 0);
+        WAIT(e, &r);
+        ck_assert_msg(r.err == 0, "%s", card_strerror(r.err));
+        p = r.data;
+        x = d2i_X509(NULL, &p, (long)r.len);
+        ck_assert_ptr_nonnull(x);
+        X509_NAME_oneline(X509_get_issuer_name(x), issuer, (int)issuer_len);
+        X509_free(x);
+        facts = holder_facts(r.data, r.len);
+        res_free(&r);
+        return facts;
+}
+
+/* Certificates re-issued by the test PKI say about their holder what the
+ * gematik originals say: profession OID, Telematik-ID (registration
+ * number), profession text, admission authority, policies. */
+START_TEST(reissued_cert_admission)
+{
+        env_t e;
+        char hs[CARD_HANDLE_MAX + 1], hb[CARD_HANDLE_MAX + 1], issuer[256];
+        struct stat st;
+
+        if (stat(IMAGES, &st) < 0) {
+                fprintf(stderr, "test_card: %s missing, admission comparison skipped\n", IMAGES);
+                return;
+        }
+        env_start(&e);
+        insert(&e, 1, CARDS "smcb.card", NULL, hs);
+        insert(&e, 2, CARDS "hba.card", NULL, hb);
+
+        _cleanup_free_ char *orig = image_cert_facts(IMAGES "smcb/SMC_B_80276883110000168650_gema5.xml", 0x06);
+        _cleanup_free_ char *ours = card_cert_facts(&e, hs, CARD_CERT_AUT, CARD_ALG_ECC, issuer, sizeof(issuer));
+        ck_assert_str_eq(ours, orig);
+        ck_assert_ptr_nonnull(strstr(ours, "1.2.276.0.76.4.50|1-SMC-B-Testkarte--883110000168650|"));
+        ck_assert_ptr_null(strstr(issuer, "GEM.")); /* ours, not gematik's */
+        free(orig), free(ours);
+        orig = image_cert_facts(IMAGES "smcb/SMC_B_80276883110000168650_gema5.xml", 0x01);
+        ours = card_cert_facts(&e, hs, CARD_CERT_AUT, CARD_ALG_RSA, issuer, sizeof(issuer));
+        ck_assert_str_eq(ours, orig);
+        free(orig), free(ours);
+
+        /* the HBA's admission names its authority */
+        orig = image_cert_facts(IMAGES "hba/HBA_80276883110000220885_gema5.xml", 0x06);
+        ours = card_cert_facts(&e, hb, CARD_CERT_AUT, CARD_ALG_ECC, issuer, sizeof(issuer));
+        ck_assert_str_eq(ours, orig);
+        ck_assert_ptr_nonnull(strstr(ours, "1.2.276.0.76.4.31|2-HBA-Testkarte-883110000220885|"));
+        ck_assert_ptr_nonnull(strstr(ours, "gematik Berlin"));
+
+        env_stop(&e);
+}
+END_TEST
+
 /* ---- card-to-card --------------------------------------------------------------- */
 
 START_TEST(c2c_smcb_egk)
@@ -771,6 +967,275 @@ START_TEST(c2c_smcb_egk)
         ck_assert_int_eq(card_c2c(e.cs, he, hb, on_done, &r), 0);
         WAIT(&e, &r);
         ck_assert_msg(r.err == -ENOKEY || r.err == -EKEYEXPIRED, "%s", card_strerror(r.err));
+
+        env_stop(&e);
+}
+END_TEST
+
+/* ---- signing with the AUT key (ExternalAuthenticate) ----------------------------- */
+
+static res_t sign(env_t *e, const char *h, const char *who, card_alg_t alg, card_sig_scheme_t scheme,
+                  const uint8_t *data, size_t len)
+{
+        res_t r = { 0 };
+
+        ck_assert_int_eq(card_sign_auth(e->cs, h, who, alg, scheme, data, len, on_data, &r), 0);
+        WAIT(e, &r);
+        SETTLE(e, &r);
+        return r;
+}
+
+/* The public key of the card's AUT certificate, as ReadCardCertificate
+ * gives it to the client. */
+static EVP_PKEY *aut_key(env_t *e, const char *h, card_alg_t alg)
+{
+        res_t r = { 0 };
+        const unsigned char *p;
+        X509 *x;
+        EVP_PKEY *k;
+
+        ck_assert_int_eq(card_read_certificate(e->cs, h, CARD_CERT_AUT, alg, on_data, &r), 0);
+        WAIT(e, &r);
+        ck_assert_msg(r.err == 0, "%s", card_strerror(r.err));
+        p = r.data;
+        x = d2i_X509(NULL, &p, (long)r.len);
+        ck_assert_ptr_nonnull(x);
+        k = X509_get_pubkey(x);
+        X509_free(x);
+        res_free(&r);
+        return k;
+}
+
+/* Does sig verify over tbs with the certificate's key, as a client checks
+ * it? PSS: SHA-256/MGF1-SHA-256, salt 32; PKCS#1: the padded token is tbs
+ * itself; ECDSA: DER over the hash. */
+static bool sig_ok(EVP_PKEY *k, card_sig_scheme_t scheme, const uint8_t *sig, size_t siglen, const uint8_t *tbs,
+                   size_t tbslen)
+{
+        EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(k, NULL);
+        bool ok = false;
+
+        ck_assert_ptr_nonnull(ctx);
+        if (scheme == CARD_SIG_PKCS1) {
+                uint8_t out[256];
+                size_t outlen = sizeof(out);
+                ok = EVP_PKEY_verify_recover_init(ctx) == 1 &&
+                     EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) == 1 &&
+                     EVP_PKEY_verify_recover(ctx, out, &outlen, sig, siglen) == 1 && outlen == tbslen &&
+                     memcmp(out, tbs, tbslen) == 0;
+        } else {
+                ok = EVP_PKEY_verify_init(ctx) == 1;
+                if (ok && scheme == CARD_SIG_PSS)
+                        ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+                             EVP_PKEY_CTX_set_signature_md(ctx, tbslen == 48 ? EVP_sha384() : EVP_sha256()) == 1 &&
+                             EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)tbslen) == 1;
+                ok = ok && EVP_PKEY_verify(ctx, sig, siglen, tbs, tbslen) == 1;
+        }
+        EVP_PKEY_CTX_free(ctx);
+        /* a failed verification leaves errors on this thread's OpenSSL
+         * queue, which the terminal's TLS (same thread) would take for
+         * its own */
+        ERR_clear_error();
+        return ok;
+}
+
+static void sign_and_check(env_t *e, const char *h, const char *who, card_alg_t alg, card_sig_scheme_t scheme,
+                           size_t hash_len)
+{
+        uint8_t hash[64];
+        EVP_PKEY *k = aut_key(e, h, alg);
+        res_t r;
+
+        for (size_t i = 0; i < sizeof(hash); i++)
+                hash[i] = (uint8_t)(i * 7 + scheme);
+        r = sign(e, h, who, alg, scheme, hash, hash_len);
+        ck_assert_msg(r.err == 0, "sign scheme %d: %s", scheme, card_strerror(r.err));
+        if (scheme == CARD_SIG_ECDSA) {
+                /* DER SEQUENCE { r, s }, exactly, as ExternalAuthenticate returns it */
+                const unsigned char *p = r.data;
+                ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)r.len);
+                ck_assert_ptr_nonnull(es);
+                ck_assert(p == r.data + r.len);
+                ECDSA_SIG_free(es);
+        } else {
+                ck_assert_uint_eq(r.len, 256);
+        }
+        ck_assert_msg(sig_ok(k, scheme, r.data, r.len, hash, hash_len), "scheme %d: signature does not verify", scheme);
+        /* and not for other data */
+        hash[0] ^= 1;
+        ck_assert(!sig_ok(k, scheme, r.data, r.len, hash, hash_len));
+        res_free(&r);
+        EVP_PKEY_free(k);
+}
+
+START_TEST(sign_auth_smcb)
+{
+        env_t e;
+        char hs[CARD_HANDLE_MAX + 1], he[CARD_HANDLE_MAX + 1];
+        uint8_t hash[103] = { 1, 2, 3 };
+        res_t r, x = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "smcb.card", NULL, hs);
+        insert(&e, 2, CARDS "egk-g21-168583.card", NULL, he);
+
+        /* the eGK has no AUT key for the Konnektor's ExternalAuthenticate */
+        ck_assert_int_eq(card_sign_auth(e.cs, he, NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 32, on_data, &x),
+                         -EMEDIUMTYPE);
+        ck_assert_int_eq(card_sign_auth(e.cs, "H-x", NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 32, on_data, &x),
+                         -ENOENT);
+        /* input the card cannot sign: wrong lengths, scheme for the other key type */
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, NULL, CARD_ALG_RSA, CARD_SIG_PSS, hash, 31, on_data, &x), -EINVAL);
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 33, on_data, &x), -EINVAL);
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, NULL, CARD_ALG_RSA, CARD_SIG_PKCS1, hash, 0, on_data, &x), -EINVAL);
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, NULL, CARD_ALG_RSA, CARD_SIG_PKCS1, hash, 103, on_data, &x), -EINVAL);
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, NULL, CARD_ALG_ECC, CARD_SIG_PSS, hash, 32, on_data, &x), -EINVAL);
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, NULL, CARD_ALG_RSA, CARD_SIG_ECDSA, hash, 32, on_data, &x), -EINVAL);
+        ck_assert_int_eq(x.done, 0);
+
+        /* PIN.SMC not verified: the card refuses (6982) */
+        r = sign(&e, hs, NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 32);
+        ck_assert_int_eq(r.err, -EACCES);
+        r = sign(&e, hs, NULL, CARD_ALG_RSA, CARD_SIG_PSS, hash, 32);
+        ck_assert_int_eq(r.err, -EACCES);
+        r = sign(&e, hs, NULL, CARD_ALG_RSA, CARD_SIG_PKCS1, hash, 32);
+        ck_assert_int_eq(r.err, -EACCES);
+
+        ck_assert_int_eq(pin_op(&e, card_pin_verify, hs, "PIN.SMC").value, CARD_PIN_OK);
+        sign_and_check(&e, hs, NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, 32);
+        sign_and_check(&e, hs, NULL, CARD_ALG_RSA, CARD_SIG_PSS, 32);
+        sign_and_check(&e, hs, NULL, CARD_ALG_RSA, CARD_SIG_PSS, 48);
+        sign_and_check(&e, hs, NULL, CARD_ALG_RSA, CARD_SIG_PKCS1, 32);
+        /* a SHA-256 DigestInfo (51 bytes) as the PKCS#1 token */
+        sign_and_check(&e, hs, NULL, CARD_ALG_RSA, CARD_SIG_PKCS1, 51);
+
+        /* the card is held while it signs */
+        memset(&x, 0, sizeof(x));
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 32, on_data, &x), 0);
+        ck_assert_int_eq(card_pin_status(e.cs, hs, "PIN.SMC", on_status, &r), -EBUSY);
+        WAIT(&e, &x);
+        ck_assert_int_eq(x.err, 0);
+        res_free(&x);
+
+        env_stop(&e);
+}
+END_TEST
+
+/* The HBA signs with PrK.HP.AUT once PIN.CH is set and verified. */
+START_TEST(sign_auth_hba)
+{
+        env_t e;
+        char hb[CARD_HANDLE_MAX + 1];
+        uint8_t hash[32] = { 9 };
+        res_t r;
+
+        env_start(&e);
+        insert(&e, 3, CARDS "hba.card", NULL, hb);
+        r = sign(&e, hb, NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, hash, sizeof(hash));
+        ck_assert_int_eq(r.err, -EACCES);
+        ktemu_set_pin(e.emu, "54321", "123456");
+        ck_assert_int_eq(pin_op(&e, card_pin_change, hb, "PIN.CH").value, CARD_PIN_OK);
+        sign_and_check(&e, hb, NULL, CARD_ALG_ECC, CARD_SIG_ECDSA, 32);
+        sign_and_check(&e, hb, NULL, CARD_ALG_RSA, CARD_SIG_PKCS1, 32);
+        sign_and_check(&e, hb, NULL, CARD_ALG_RSA, CARD_SIG_PSS, 32);
+        env_stop(&e);
+}
+END_TEST
+
+/* ---- PIN state per calling context ------------------------------------------------ */
+
+static int pin_status_ctx(env_t *e, const char *h, const char *who, const char *pin, unsigned *left)
+{
+        res_t r = { 0 };
+
+        ck_assert_int_eq(card_pin_status_ctx(e->cs, h, who, pin, on_status, &r), 0);
+        WAIT(e, &r);
+        ck_assert_msg(r.err == 0, "status: %s", card_strerror(r.err));
+        if (left)
+                *left = r.left;
+        return r.value;
+}
+
+static res_t verify_ctx(env_t *e, const char *h, const char *who, const char *pin)
+{
+        res_t r = { 0 };
+
+        ck_assert_int_eq(card_pin_verify_ctx(e->cs, h, who, pin, on_pin, &r), 0);
+        WAIT(e, &r);
+        SETTLE(e, &r);
+        return r;
+}
+
+/* An SM-B's PIN state is kept per Mandant: PIN.SMC verified for Mandant A
+ * does not open the card for Mandant B. */
+START_TEST(pin_per_mandant)
+{
+        env_t e;
+        char hs[CARD_HANDLE_MAX + 1];
+        uint8_t hash[32] = { 4, 2 };
+        char too_long[CARD_WHO_MAX + 2];
+        unsigned left;
+        bool v;
+        res_t r, x = { 0 };
+
+        env_start(&e);
+        insert(&e, 1, CARDS "smcb.card", NULL, hs);
+        memset(too_long, 'm', sizeof(too_long) - 1);
+        too_long[sizeof(too_long) - 1] = '\0';
+        ck_assert_int_eq(card_pin_verify_ctx(e.cs, hs, "", "PIN.SMC", on_pin, &x), -EINVAL);
+        ck_assert_int_eq(card_pin_status_ctx(e.cs, hs, too_long, "PIN.SMC", on_status, &x), -EINVAL);
+        ck_assert_int_eq(card_sign_auth(e.cs, hs, "", CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 32, on_data, &x), -EINVAL);
+        ck_assert_int_eq(x.done, 0);
+
+        int started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        r = verify_ctx(&e, hs, "Mandant-A", "PIN.SMC");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started + 1);
+
+        ck_assert_int_eq(pin_status_ctx(&e, hs, "Mandant-A", "PIN.SMC", NULL), CARD_PIN_VERIFIED);
+        ck_assert_int_eq(pin_status_ctx(&e, hs, "Mandant-B", "PIN.SMC", &left), CARD_PIN_VERIFIABLE);
+        ck_assert_uint_eq(left, 3);
+        /* without a context: the card session as a whole */
+        ck_assert_int_eq(pin_status(&e, hs, "PIN.SMC", NULL), CARD_PIN_VERIFIED);
+        ck_assert_int_eq(card_pin_is_verified_ctx(e.cs, hs, "Mandant-A", "PIN.SMC", &v), 0);
+        ck_assert(v);
+        ck_assert_int_eq(card_pin_is_verified_ctx(e.cs, hs, "Mandant-B", "PIN.SMC", &v), 0);
+        ck_assert(!v);
+        ck_assert_int_eq(card_pin_is_verified(e.cs, hs, "PIN.SMC", &v), 0);
+        ck_assert(v);
+
+        /* Mandant B may not sign with the card Mandant A unlocked */
+        r = sign(&e, hs, "Mandant-B", CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 32);
+        ck_assert_int_eq(r.err, -EACCES);
+        sign_and_check(&e, hs, "Mandant-A", CARD_ALG_ECC, CARD_SIG_ECDSA, 32);
+
+        /* B types the PIN itself: a wrong one is a wrong one */
+        ktemu_set_pin(e.emu, "000000", NULL);
+        r = verify_ctx(&e, hs, "Mandant-B", "PIN.SMC");
+        ck_assert_int_eq(r.err, 0);
+        ck_assert_int_eq(r.value, CARD_PIN_REJECTED);
+        ck_assert_uint_eq(r.left, 2);
+        ck_assert_int_eq(card_pin_is_verified_ctx(e.cs, hs, "Mandant-B", "PIN.SMC", &v), 0);
+        ck_assert(!v);
+        ktemu_set_pin(e.emu, "123456", NULL);
+        started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        r = verify_ctx(&e, hs, "Mandant-B", "PIN.SMC");
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started + 1);
+        ck_assert_int_eq(pin_status_ctx(&e, hs, "Mandant-B", "PIN.SMC", NULL), CARD_PIN_VERIFIED);
+        sign_and_check(&e, hs, "Mandant-B", CARD_ALG_RSA, CARD_SIG_PSS, 32);
+        /* verified already for B: no second entry */
+        started = count_topic(&e.k, "CARD/PIN/VERIFY_STARTED");
+        ck_assert_int_eq(verify_ctx(&e, hs, "Mandant-B", "PIN.SMC").value, CARD_PIN_OK);
+        ck_assert_int_eq(count_topic(&e.k, "CARD/PIN/VERIFY_STARTED"), started);
+
+        /* the card forgets (unblock resets the state): so do all contexts */
+        r = unblock(&e, hs, "PIN.SMC", "12345678", NULL);
+        ck_assert_int_eq(r.value, CARD_PIN_OK);
+        ck_assert_int_eq(pin_status_ctx(&e, hs, "Mandant-A", "PIN.SMC", NULL), CARD_PIN_VERIFIABLE);
+        r = sign(&e, hs, "Mandant-A", CARD_ALG_ECC, CARD_SIG_ECDSA, hash, 32);
+        ck_assert_int_eq(r.err, -EACCES);
 
         env_stop(&e);
 }
@@ -934,12 +1399,17 @@ int main(void)
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, pin_verify_block_unblock);
         tcase_add_test(tc, transport_pin);
+        tcase_add_test(tc, empty_pin);
         tcase_add_test(tc, verified_until_removal);
         tcase_add_test(tc, pin_enable_disable);
         tcase_add_test(tc, read_vsd_pruefkarte);
         tcase_add_test(tc, hca_blocked);
         tcase_add_test(tc, read_certificates);
+        tcase_add_test(tc, reissued_cert_admission);
         tcase_add_test(tc, c2c_smcb_egk);
+        tcase_add_test(tc, sign_auth_smcb);
+        tcase_add_test(tc, sign_auth_hba);
+        tcase_add_test(tc, pin_per_mandant);
         tcase_add_test(tc, card_in_use);
         tcase_add_test(tc, card_removed_mid_operation);
         tcase_add_test(tc, c2c_card_removed);

@@ -16,12 +16,14 @@
 #include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <libxml/parser.h>
 #include <libxml/xmlschemas.h>
 
 #include "konnektor/cetp.h"
 #include "konnektor/core.h"
 #include "testutil.h"
+#include "tu_core.h"
 
 #define PKI KON_BUILDDIR "/pki"
 #define XSD KON_SRCDIR "/../shared/api-telematik/conn/EventService.xsd"
@@ -65,6 +67,10 @@ typedef struct {
         char *events[RX_EVENTS];
         size_t nev;
         unsigned invalid;
+        /* the client certificate of the last handshake (TLS receivers that ask for one) */
+        char peer_cn[128];
+        int peer_key_type;        /* EVP_PKEY_EC, EVP_PKEY_RSA, 0 = none */
+        unsigned handshakes;
 } rx_t;
 
 static void validate(rx_t *rx, const char *xml, size_t len)
@@ -127,12 +133,24 @@ static int rx_on_data(sd_event_source *s, int fd, uint32_t revents, void *ud)
                         r = SSL_accept(c->ssl);
                         if (r != 1) {
                                 int e = SSL_get_error(c->ssl, r);
+                                if (getenv("CETP_DEBUG") && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                                        ERR_print_errors_fp(stderr);
                                 ERR_clear_error();
                                 if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
                                         rx_conn_close(c);
                                 return 0;
                         }
                         c->handshaken = true;
+                        rx->handshakes++;
+                        X509 *peer = SSL_get1_peer_certificate(c->ssl);
+                        rx->peer_cn[0] = '\0';
+                        rx->peer_key_type = 0;
+                        if (peer) {
+                                X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, rx->peer_cn,
+                                                          sizeof(rx->peer_cn));
+                                rx->peer_key_type = EVP_PKEY_get_base_id(X509_get0_pubkey(peer));
+                                X509_free(peer);
+                        }
                 }
                 r = SSL_read(c->ssl, c->buf + c->len, (int)(sizeof(c->buf) - c->len));
                 if (r <= 0) {
@@ -238,6 +256,19 @@ static void rx_tls(rx_t *rx, const char *id)
         ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(rx->tls, key, SSL_FILETYPE_PEM), 1);
 }
 
+/* ... and insist on a client certificate issued under one of the CAs in
+ * ca (whose names the receiver also sends as acceptable issuers), as a PVS
+ * that requires client authentication for CETP does. */
+static void rx_require_client_cert(rx_t *rx, const char *ca)
+{
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+
+        ck_assert_ptr_nonnull(names);
+        SSL_CTX_set_client_CA_list(rx->tls, names);
+        ck_assert_int_eq(SSL_CTX_load_verify_locations(rx->tls, ca, NULL), 1);
+        SSL_CTX_set_verify(rx->tls, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+}
+
 static void rx_free(rx_t *rx)
 {
         for (size_t i = 0; i < RX_CONNS; i++)
@@ -260,87 +291,42 @@ static uint16_t dead_port(void)
         return port;
 }
 
-/* ---- a Konnektor core with the cetp module ----------------------------- */
+/* ---- a Konnektor core with the cetp module (tu_core.h) ------------------ */
 
-typedef struct {
-        kon_core_t core;
-        kon_conf_t *conf;
-        kon_modules_t *mods;
-        kon_subscriber_t *sub;
-        sd_event *loop;
-        char dropped[8][CETP_ID_MAX + 1];
-        size_t ndropped;
-} konn_t;
+typedef tu_core_t konn_t;
 
-static void on_bus(void *ud, const kon_event_t *e)
-{
-        konn_t *k = ud;
+static const kon_module_t *const cetp_mods[] = { &kon_cetp_module, NULL };
 
-        if (strcmp(kon_event_topic(e), "CETP/SUBSCRIPTION_DROPPED") == 0 && k->ndropped < 8)
-                kon_strlcpy(k->dropped[k->ndropped++], kon_event_get(e, "SubscriptionID"), CETP_ID_MAX + 1);
-}
-
-static const kon_conf_section_t *schema(void)
-{
-        static kon_conf_section_t s[16];
-        size_t n = 0;
-
-        if (s[0].name)
-                return s;
-        for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
-                s[n++] = *p;
-        for (const kon_conf_section_t *p = kon_cetp_module.conf_sections; p->name; p++)
-                s[n++] = *p;
-        return s;
-}
-
-static void konn_modules(konn_t *k)
-{
-        char e2[300];
-
-        k->mods = kon_modules_new(&k->core);
-        kon_modules_add(k->mods, &kon_cetp_module);
-        ck_assert_msg(kon_modules_start(k->mods, NULL, e2, sizeof(e2)) == 0, "%s", e2);
-}
-
-static void konn_start(konn_t *k, sd_event *loop, const char *extra)
+static void konn_start_opts(konn_t *k, sd_event *loop, const char *extra, const tu_core_opts_t *o)
 {
         _cleanup_free_ char *text = kon_asprintf("[core]\nname = testkon\n[log]\ntarget = stderr\nlevel = error\n"
                                                  "[cetp]\nretry_initial = 20ms\nretry_max = 100ms\n%s",
                                                  extra ? extra : "");
-        _cleanup_free_ char *db = kon_asprintf("%s/konnektor.db", tmp);
-        kon_conf_error_t err;
-        char msg[600];
-        char *emsg = NULL;
+        tu_core_opts_t opts = o ? *o : (tu_core_opts_t){ .record = "CETP" };
+        char err[600];
 
-        memset(k, 0, sizeof(*k));
-        k->loop = loop;
-        ck_assert_msg(kon_conf_parse("test.conf", tmp, text, strlen(text), schema(), &k->conf, &err) == 0, "%s",
-                      kon_conf_error_string(&err, msg, sizeof(msg)));
-        k->core.conf = k->conf;
-        k->core.loop = sd_event_ref(loop);
-        k->core.bus = kon_bus_new();
-        k->core.state_dir = tmp;
-        k->core.runtime_dir = tmp;
-        ck_assert_int_eq(kon_store_open(db, false, &k->core.store, &emsg), 0);
-        ck_assert_int_ge(kon_store_migrate(k->core.store, "core", kon_core_migrations, kon_core_migrations_count,
-                                           &emsg),
-                         0);
-        ck_assert_int_eq(kon_bus_subscribe(k->core.bus, "test", "CETP", 0, loop,
-                                           &(kon_subscriber_ops_t){ .on_event = on_bus }, k, &k->sub),
-                         0);
-        konn_modules(k);
+        ck_assert_msg(tu_core_start_opts(k, loop, tmp, &opts, cetp_mods, text, err, sizeof(err)) == 0, "%s", err);
+}
+
+static void konn_start(konn_t *k, sd_event *loop, const char *extra)
+{
+        konn_start_opts(k, loop, extra, NULL);
 }
 
 static void konn_stop(konn_t *k)
 {
-        kon_modules_free(k->mods);
-        kon_bus_unsubscribe(k->sub);
-        kon_bus_free(k->core.bus);
-        kon_store_close(k->core.store);
-        kon_core_release(&k->core);
-        sd_event_unref(k->core.loop);
-        kon_conf_free(k->conf);
+        tu_core_stop(k);
+}
+
+/* CETP/SUBSCRIPTION_DROPPED events seen, and the SubscriptionID of the i-th */
+static size_t ndropped(const konn_t *k)
+{
+        return (size_t)tu_core_count(k, "CETP/SUBSCRIPTION_DROPPED");
+}
+
+static const char *dropped(const konn_t *k, size_t i)
+{
+        return tu_event_param(tu_core_nth(k, "CETP/SUBSCRIPTION_DROPPED", i), "SubscriptionID");
 }
 
 static cetp_service_t *svc_of(konn_t *k)
@@ -526,8 +512,8 @@ START_TEST(dead_receiver_dropped_live_served)
          * the other receiver", with room for a loaded CI machine */
         ck_assert_msg(kon_now_monotonic_us() - t0 < 1000000, "live receiver waited %llu us",
                       (unsigned long long)(kon_now_monotonic_us() - t0));
-        ck_assert(RUN_UNTIL(loop, 3000, k.ndropped == 1));
-        ck_assert_str_eq(k.dropped[0], d);
+        ck_assert(RUN_UNTIL(loop, 3000, ndropped(&k) == 1));
+        ck_assert_str_eq(dropped(&k, 0), d);
         ck_assert_int_eq(cetp_get(svc_of(&k), NULL, d, &list, &n), -ENOENT);
         ck_assert_int_eq(cetp_get(svc_of(&k), NULL, l, &list, &n), 0);
         ck_assert_uint_eq(n, 1);
@@ -714,8 +700,9 @@ END_TEST
 
 static void restart(konn_t *k)
 {
-        kon_modules_free(k->mods);
-        konn_modules(k);
+        char err[600];
+
+        ck_assert_msg(tu_core_restart(k, err, sizeof(err)) == 0, "%s", err);
 }
 
 START_TEST(boot_rule_and_persistence)
@@ -816,8 +803,8 @@ START_TEST(tls_receiver)
         ck_assert_uint_eq(good->accepted, 1);
         /* a receiver whose certificate does not name EventTo's host is
          * never sent anything and dropped after max_tries */
-        ck_assert(RUN_UNTIL(loop, 5000, k.ndropped == 1));
-        ck_assert_str_eq(k.dropped[0], w);
+        ck_assert(RUN_UNTIL(loop, 5000, ndropped(&k) == 1));
+        ck_assert_str_eq(dropped(&k, 0), w);
         ck_assert_uint_eq(wrong->nev, 0);
         konn_stop(&k);
         rx_free(good);
@@ -860,12 +847,304 @@ START_TEST(stalled_receiver_times_out)
          * the other receiver", with room for a loaded CI machine */
         ck_assert_msg(kon_now_monotonic_us() - t0 < 1000000, "live receiver waited %llu us",
                       (unsigned long long)(kon_now_monotonic_us() - t0));
-        ck_assert(RUN_UNTIL(loop, 30000, k.ndropped == 1));
-        ck_assert_str_eq(k.dropped[0], s);
+        ck_assert(RUN_UNTIL(loop, 30000, ndropped(&k) == 1));
+        ck_assert_str_eq(dropped(&k, 0), s);
         free(big);
         konn_stop(&k);
         rx_free(live);
         rx_free(stuck);
+        sd_event_unref(loop);
+}
+END_TEST
+
+/* ---- boot notices ---------------------------------------------------------- */
+
+static bool has_topic(const rx_t *rx, size_t i, const char *topic)
+{
+        _cleanup_free_ char *t = kon_asprintf("<EVT:Topic>%s</EVT:Topic>", topic);
+
+        return i < rx->nev && strstr(rx->events[i], t) != NULL;
+}
+
+/* The SubscriptionID of the i-th event: "" for an empty element. */
+static char *event_sid(const rx_t *rx, size_t i)
+{
+        const char *p = strstr(rx->events[i], "<EVT:SubscriptionID");
+        const char *end;
+
+        ck_assert_ptr_nonnull(p);
+        p += strlen("<EVT:SubscriptionID");
+        if (strncmp(p, "/>", 2) == 0)
+                return kon_strdup("");
+        ck_assert_int_eq(*p, '>');
+        end = strstr(++p, "</EVT:SubscriptionID>");
+        ck_assert_ptr_nonnull(end);
+        return kon_strndup(p, (size_t)(end - p));
+}
+
+static uint64_t lookups_of(konn_t *k)
+{
+        cetp_stats_t st;
+
+        cetp_stats(svc_of(k), &st);
+        return st.lookups;
+}
+
+static size_t conns_of(konn_t *k)
+{
+        cetp_stats_t st;
+
+        cetp_stats(svc_of(k), &st);
+        return st.connections;
+}
+
+/* gemSpec_Kon TIP1-A_4613/TIP1-A_4508, gemILF_PS 4.1.4.5: the Konnektor
+ * restarts with no subscriptions, and each receiver that had a live one is
+ * told so by BOOTUP/BOOTUP_COMPLETE, once, with an empty SubscriptionID. */
+START_TEST(boot_notice_after_restart)
+{
+        sd_event *loop;
+        konn_t k;
+        rx_t *a, *b, *c;
+        cetp_subscription_t *list;
+        size_t n;
+
+        ck_assert_int_eq(sd_event_new(&loop), 0);
+        a = rx_new(loop);
+        b = rx_new(loop);
+        c = rx_new(loop);
+        /* as the daemon: BOOTUP/BOOTUP_COMPLETE once the modules are up */
+        konn_start_opts(&k, loop, NULL, &(tu_core_opts_t){ .bootup = true });
+        RUN_UNTIL(loop, 100, false);
+        ck_assert_uint_eq(a->accepted + b->accepted + c->accepted, 0); /* nobody to tell at the first boot */
+        _cleanup_free_ char *a1 = subscribe_ok(&k, &ctx1, a->event_to, "CARD", NULL);
+        _cleanup_free_ char *a2 = subscribe_ok(&k, &ctx2, a->event_to, "CT", NULL);
+        _cleanup_free_ char *b1 = subscribe_ok(&k, &ctx_other, b->event_to, "CARD", NULL);
+        _cleanup_free_ char *c1 = subscribe_ok(&k, &ctx1, c->event_to, "CARD", NULL);
+        /* c's subscription ran out before the restart: nobody expects anything */
+        _cleanup_free_ char *sql = kon_asprintf("UPDATE cetp_subscription SET termination_us = 1 WHERE id = '%s'", c1);
+        ck_assert_int_eq(kon_store_exec(k.core.store, sql, NULL), 0);
+
+        restart(&k);
+        ck_assert(RUN_UNTIL(loop, 2000, tu_core_count(&k, "BOOTUP/BOOTUP_COMPLETE") == 2));
+        ck_assert_int_eq(cetp_get(svc_of(&k), NULL, NULL, &list, &n), 0);
+        ck_assert_uint_eq(n, 0);
+        ck_assert(RUN_UNTIL(loop, 3000, a->nev >= 1 && b->nev >= 1));
+        RUN_UNTIL(loop, 200, false);
+        ck_assert_uint_eq(a->nev, 1); /* one per receiver, not per subscription */
+        ck_assert_uint_eq(b->nev, 1);
+        ck_assert_uint_eq(c->nev, 0);
+        ck_assert_uint_eq(c->accepted, 0);
+        ck_assert(has_topic(a, 0, "BOOTUP/BOOTUP_COMPLETE"));
+        ck_assert(has_topic(b, 0, "BOOTUP/BOOTUP_COMPLETE"));
+        ck_assert_ptr_nonnull(strstr(a->events[0], "<EVT:Type>Operation</EVT:Type>"));
+        ck_assert_ptr_nonnull(strstr(a->events[0], "<EVT:Severity>Info</EVT:Severity>"));
+        _cleanup_free_ char *sid = event_sid(a, 0);
+        ck_assert_str_eq(sid, "");
+        ck_assert_uint_eq(a->invalid + b->invalid, 0);
+        /* a notice is not a subscription: delivered, it is forgotten, and so
+         * is the connection */
+        ck_assert(RUN_UNTIL(loop, 2000, conns_of(&k) == 0));
+        ck_assert_int_eq(cetp_get(svc_of(&k), &ctx1, NULL, &list, &n), 0);
+        ck_assert_uint_eq(n, 0);
+        card_inserted(&k, "CT1");
+        RUN_UNTIL(loop, 200, false);
+        ck_assert_uint_eq(a->nev, 1);
+
+        /* the PVS subscribes again, as gemILF_PS asks; that works as usual */
+        _cleanup_free_ char *a3 = subscribe_ok(&k, &ctx1, a->event_to, "CARD", NULL);
+        card_inserted(&k, "CT1");
+        ck_assert(RUN_UNTIL(loop, 2000, a->nev >= 2));
+        ck_assert(has_topic(a, 1, "CARD/INSERTED"));
+        _cleanup_free_ char *sid3 = event_sid(a, 1);
+        ck_assert_str_eq(sid3, a3);
+
+        /* the next restart tells only a (b has not subscribed again) */
+        restart(&k);
+        ck_assert(RUN_UNTIL(loop, 3000, a->nev >= 3));
+        RUN_UNTIL(loop, 200, false);
+        ck_assert(has_topic(a, 2, "BOOTUP/BOOTUP_COMPLETE"));
+        ck_assert_uint_eq(b->nev, 1);
+        /* and a third one nobody */
+        restart(&k);
+        RUN_UNTIL(loop, 200, false);
+        ck_assert_uint_eq(a->nev, 3);
+        konn_stop(&k);
+        rx_free(a);
+        rx_free(b);
+        rx_free(c);
+        sd_event_unref(loop);
+}
+END_TEST
+
+/* A receiver that is gone costs max_tries attempts, like an event, and is
+ * then forgotten without a CETP/SUBSCRIPTION_DROPPED (there is none to
+ * drop); it holds nobody else up. With drop_at_boot = no there are no
+ * notices: the kept subscriptions see BOOTUP like any event. */
+START_TEST(boot_notice_dead_receiver_and_kept_subscriptions)
+{
+        sd_event *loop;
+        konn_t k;
+        rx_t *live;
+        _cleanup_free_ char *dead = kon_asprintf("cetp://127.0.0.1:%u", dead_port());
+
+        ck_assert_int_eq(sd_event_new(&loop), 0);
+        live = rx_new(loop);
+        konn_start_opts(&k, loop, "max_tries = 2\n", &(tu_core_opts_t){ .bootup = true, .record = "CETP" });
+        _cleanup_free_ char *d = subscribe_ok(&k, &ctx1, dead, "CARD", NULL);
+        _cleanup_free_ char *l = subscribe_ok(&k, &ctx2, live->event_to, "CARD", NULL);
+        restart(&k);
+        ck_assert(RUN_UNTIL(loop, 2000, live->nev == 1));
+        ck_assert(RUN_UNTIL(loop, 3000, conns_of(&k) == 0));
+        cetp_stats_t st;
+        cetp_stats(svc_of(&k), &st);
+        ck_assert_uint_eq(st.failures, 2);
+        ck_assert_uint_eq(ndropped(&k), 0);
+        konn_stop(&k);
+
+        /* drop_at_boot = no: kept, and BOOTUP goes by topic */
+        konn_start_opts(&k, loop, "drop_at_boot = no\n", &(tu_core_opts_t){ .bootup = true });
+        _cleanup_free_ char *x = subscribe_ok(&k, &ctx1, live->event_to, "BOOTUP", NULL);
+        _cleanup_free_ char *y = subscribe_ok(&k, &ctx1, live->event_to, "CARD", NULL);
+        restart(&k);
+        ck_assert(RUN_UNTIL(loop, 2000, live->nev == 2));
+        RUN_UNTIL(loop, 200, false);
+        ck_assert_uint_eq(live->nev, 2);
+        ck_assert(has_topic(live, 1, "BOOTUP/BOOTUP_COMPLETE"));
+        _cleanup_free_ char *sid = event_sid(live, 1);
+        ck_assert_str_eq(sid, x);
+        konn_stop(&k);
+        rx_free(live);
+        sd_event_unref(loop);
+}
+END_TEST
+
+/* ---- TLS receivers that authenticate the Konnektor ------------------------- */
+
+/* gemSpec_Kon TIP1-A_4595, gemILF_PS 4.1.1: a receiver may ask for a client
+ * certificate; the Konnektor then shows its own identity (konnektor-tls
+ * of the test PKI with core.test_pki, else [cetp] client_cert). */
+START_TEST(tls_client_certificate)
+{
+        sd_event *loop;
+        konn_t k;
+        rx_t *both, *rsa_only, *ecc_only;
+
+        if (access(PKI "/konnektor-tls-ecc-chain.pem", R_OK) != 0) {
+                fprintf(stderr, "test_cetp: no test PKI in " PKI ", TLS not tested (run make first)\n");
+                return;
+        }
+        ck_assert_int_eq(sd_event_new(&loop), 0);
+        both = rx_new(loop);
+        rx_tls(both, "ti-services-ecc");
+        rx_require_client_cert(both, PKI "/ca-bundle.pem");
+        rsa_only = rx_new(loop);
+        rx_tls(rsa_only, "ti-services-rsa");
+        rx_require_client_cert(rsa_only, PKI "/ca-bundle-rsa.pem");
+        ecc_only = rx_new(loop);
+        rx_tls(ecc_only, "ti-services-ecc");
+        rx_require_client_cert(ecc_only, PKI "/ca-bundle-ecc.pem");
+        /* a receiver verifying a brainpool certificate must know the curve */
+        ck_assert_int_eq(SSL_CTX_set1_groups_list(ecc_only->tls, "brainpoolP256r1:prime256v1"), 1);
+
+        /* the test PKI's identity: RSA to whoever trusts the RSA CA, ECC
+         * to a receiver that trusts only the ECC one */
+        konn_start_opts(&k, loop, "tls = yes\nca_file = " PKI "/ca-bundle.pem\n",
+                        &(tu_core_opts_t){ .pki_dir = PKI, .record = "CETP" });
+        _cleanup_free_ char *s1 = subscribe_ok(&k, &ctx1, both->event_to, "CARD", NULL);
+        _cleanup_free_ char *s2 = subscribe_ok(&k, &ctx1, rsa_only->event_to, "CARD", NULL);
+        _cleanup_free_ char *s5 = subscribe_ok(&k, &ctx1, ecc_only->event_to, "CARD", NULL);
+        card_inserted(&k, "CT1");
+        ck_assert(RUN_UNTIL(loop, 5000, both->nev >= 1 && rsa_only->nev >= 1 && ecc_only->nev >= 1));
+        ck_assert_str_eq(both->peer_cn, "konnektor.konlan");
+        ck_assert_int_eq(both->peer_key_type, EVP_PKEY_RSA);
+        ck_assert_str_eq(rsa_only->peer_cn, "konnektor.konlan");
+        ck_assert_int_eq(rsa_only->peer_key_type, EVP_PKEY_RSA);
+        ck_assert_str_eq(ecc_only->peer_cn, "konnektor.konlan");
+        ck_assert_int_eq(ecc_only->peer_key_type, EVP_PKEY_EC);
+        ck_assert_uint_eq(both->invalid + rsa_only->invalid + ecc_only->invalid, 0);
+        ck_assert_uint_eq(ndropped(&k), 0);
+        konn_stop(&k);
+
+        /* a configured identity is shown as it is */
+        ck_assert_uint_eq(ecc_only->nev, 1);
+        konn_start_opts(&k, loop,
+                        "tls = yes\nca_file = " PKI "/ca-bundle.pem\nclient_cert = " PKI
+                        "/konnektor-tls-ecc-chain.pem\nclient_key = " PKI "/private/konnektor-tls-ecc.key\n",
+                        NULL);
+        _cleanup_free_ char *s3 = subscribe_ok(&k, &ctx1, ecc_only->event_to, "CARD", NULL);
+        card_inserted(&k, "CT1");
+        ck_assert(RUN_UNTIL(loop, 5000, ecc_only->nev >= 2));
+        ck_assert_int_eq(ecc_only->peer_key_type, EVP_PKEY_EC);
+        konn_stop(&k);
+
+        /* no identity at all: the receiver refuses every handshake, the
+         * subscription goes after max_tries and nothing was delivered */
+        unsigned before = both->handshakes;
+        konn_start(&k, loop, "tls = yes\nca_file = " PKI "/ca-bundle.pem\n");
+        _cleanup_free_ char *s4 = subscribe_ok(&k, &ctx1, both->event_to, "CARD", NULL);
+        card_inserted(&k, "CT1");
+        ck_assert(RUN_UNTIL(loop, 5000, ndropped(&k) == 1));
+        ck_assert_str_eq(dropped(&k, 0), s4);
+        ck_assert_uint_eq(both->nev, 1);
+        ck_assert_uint_eq(both->handshakes, before);
+        konn_stop(&k);
+        rx_free(both);
+        rx_free(rsa_only);
+        rx_free(ecc_only);
+        sd_event_unref(loop);
+}
+END_TEST
+
+/* ---- host names ------------------------------------------------------------------ */
+
+/* EventTo with a host name: looked up off the loop, then delivered as
+ * usual; a name that does not resolve fails like a refused connect; a
+ * lookup still running when its subscription goes (or the module stops) is
+ * cancelled. */
+START_TEST(host_names_resolved_off_the_loop)
+{
+        sd_event *loop;
+        konn_t k;
+        rx_t *rx;
+        char id[CETP_ID_MAX + 1];
+
+        ck_assert_int_eq(sd_event_new(&loop), 0);
+        rx = rx_new(loop);
+        konn_start(&k, loop, "max_tries = 2\nconnect_timeout = 1s\n");
+        _cleanup_free_ char *to = kon_asprintf("cetp://localhost:%u", rx->port);
+        _cleanup_free_ char *s1 = subscribe_ok(&k, &ctx1, to, "CARD", NULL);
+        card_inserted(&k, "CT1");
+        ck_assert(RUN_UNTIL(loop, 5000, rx->nev >= 1));
+        ck_assert(has_topic(rx, 0, "CARD/INSERTED"));
+        ck_assert_uint_eq(lookups_of(&k), 1);
+        /* the connection stays: the next event needs no lookup */
+        card_inserted(&k, "CT2");
+        ck_assert(RUN_UNTIL(loop, 2000, rx->nev >= 2));
+        ck_assert_uint_eq(rx->accepted, 1);
+
+        /* RFC 6761: .invalid never resolves */
+        _cleanup_free_ char *s2 = subscribe_ok(&k, &ctx2, "cetp://no-such-host.invalid:4711", "CARD", NULL);
+        card_inserted(&k, "CT3");
+        ck_assert(RUN_UNTIL(loop, 10000, ndropped(&k) == 1));
+        ck_assert_str_eq(dropped(&k, 0), s2);
+        ck_assert(RUN_UNTIL(loop, 2000, rx->nev >= 3));
+
+        /* a lookup under way when its subscription goes */
+        ck_assert_int_eq(cetp_subscribe(svc_of(&k), &ctx2, "cetp://pvs.example.invalid:1", "CARD", NULL, id, NULL), 0);
+        uint64_t before = lookups_of(&k);
+        card_inserted(&k, "CT4");
+        ck_assert(RUN_UNTIL(loop, 2000, lookups_of(&k) > before)); /* the connect (and lookup) started */
+        ck_assert_int_eq(cetp_unsubscribe_id(svc_of(&k), &ctx2, id), 0);
+        RUN_UNTIL(loop, 300, false);
+        /* ... and one when the module stops */
+        ck_assert_int_eq(cetp_subscribe(svc_of(&k), &ctx2, "cetp://pvs2.example.invalid:1", "CARD", NULL, id, NULL),
+                         0);
+        before = lookups_of(&k);
+        card_inserted(&k, "CT5");
+        ck_assert(RUN_UNTIL(loop, 2000, lookups_of(&k) > before && rx->nev >= 5));
+        konn_stop(&k);
+        rx_free(rx);
         sd_event_unref(loop);
 }
 END_TEST
@@ -892,6 +1171,10 @@ int main(void)
         tcase_add_test(tc, secrets_never_sent);
         tcase_add_test(tc, tls_receiver);
         tcase_add_test(tc, stalled_receiver_times_out);
+        tcase_add_test(tc, boot_notice_after_restart);
+        tcase_add_test(tc, boot_notice_dead_receiver_and_kept_subscriptions);
+        tcase_add_test(tc, tls_client_certificate);
+        tcase_add_test(tc, host_names_resolved_off_the_loop);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -12,6 +12,11 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "konnektor/core.h"
 #include "testutil.h"
@@ -459,6 +464,112 @@ START_TEST(demo_terminals)
 }
 END_TEST
 
+static void exec_sql(const char *sql)
+{
+        _cleanup_free_ char *db = state_path("/konnektor.db");
+        sqlite3 *h;
+        char *err = NULL;
+
+        ck_assert_int_eq(sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK, "%s: %s", sql, err ? err : "");
+        sqlite3_close(h);
+}
+
+/* One CETP frame from a connection to lfd (within timeout_ms), or NULL. */
+static char *receive_frame(int lfd, int timeout_ms)
+{
+        struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+        uint8_t buf[65536];
+        size_t have = 0;
+        uint64_t end = kon_now_monotonic_us() + (uint64_t)timeout_ms * 1000u;
+        int fd;
+
+        if (poll(&pfd, 1, timeout_ms) != 1)
+                return NULL;
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+                return NULL;
+        pfd.fd = fd;
+        while (kon_now_monotonic_us() < end) {
+                ssize_t n;
+                uint32_t len;
+
+                if (have >= 8) {
+                        ck_assert_int_eq(memcmp(buf, "CETP", 4), 0);
+                        len = (uint32_t)buf[4] << 24 | (uint32_t)buf[5] << 16 | (uint32_t)buf[6] << 8 | buf[7];
+                        ck_assert_uint_lt(len, sizeof(buf) - 8);
+                        if (have >= 8 + len) {
+                                close(fd);
+                                return kon_strndup((const char *)buf + 8, len);
+                        }
+                }
+                if (poll(&pfd, 1, 100) != 1)
+                        continue;
+                n = read(fd, buf + have, sizeof(buf) - have);
+                if (n <= 0)
+                        break;
+                have += (size_t)n;
+        }
+        close(fd);
+        return NULL;
+}
+
+/* gemSpec_Kon TIP1-A_4613 and TIP1-A_4508, gemILF_PS 4.1.4.5: konnektord
+ * restarted has no subscriptions, and a PVS that had one hears
+ * BOOTUP/BOOTUP_COMPLETE on its CETP receiver -- the signal to subscribe
+ * again. The subscription is the one a previous run stored (Subscribe). */
+START_TEST(bootup_complete_reaches_pvs_after_restart)
+{
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t alen = sizeof(a);
+        int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        tu_daemon_t d;
+
+        ck_assert_int_ge(lfd, 0);
+        ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+        ck_assert_int_eq(listen(lfd, 4), 0);
+        ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+
+        /* the first run: a Konnektor with its state store */
+        start_demo(&d, NULL);
+        kill(d.pid, SIGTERM);
+        ck_assert_int_eq(tu_daemon_wait_exit(&d, 2000), 0);
+        tu_daemon_cleanup(&d);
+        /* what a PVS's Subscribe left in it (valid for another hour) */
+        uint64_t now = kon_now_realtime_us();
+        _cleanup_free_ char *sql = kon_asprintf(
+                "INSERT INTO cetp_subscription(id, mandant, client_system, workplace, event_to, topic, filter, "
+                "termination_us, created_us) VALUES ('8f2c1d0e-0000-4000-8000-000000000001', 'M1', 'CS1', 'AP1', "
+                "'cetp://127.0.0.1:%u', 'CARD', '', %llu, %llu)",
+                ntohs(a.sin_port), (unsigned long long)(now + 3600000000ull), (unsigned long long)now);
+        exec_sql(sql);
+
+        start_demo(&d, NULL);
+        _cleanup_free_ char *xml = receive_frame(lfd, 5000);
+        tu_daemon_pump(&d);
+        ck_assert_msg(xml != NULL, "no CETP frame; %s", d.stderr_buf ? d.stderr_buf : "");
+        ck_assert_msg(strstr(xml, "<EVT:Topic>BOOTUP/BOOTUP_COMPLETE</EVT:Topic>"), "%s", xml);
+        ck_assert_msg(strstr(xml, "<EVT:SubscriptionID/>") || strstr(xml, "<EVT:SubscriptionID></EVT:SubscriptionID>"),
+                      "%s", xml);
+        kill(d.pid, SIGTERM);
+        ck_assert_int_eq(tu_daemon_wait_exit(&d, 2000), 0);
+        tu_daemon_cleanup(&d);
+        close(lfd);
+
+        /* gone from the store, as from GetSubscription */
+        _cleanup_free_ char *db = state_path("/konnektor.db");
+        sqlite3 *h;
+        sqlite3_stmt *st;
+        ck_assert_int_eq(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_prepare_v2(h, "SELECT count(*) FROM cetp_subscription", -1, &st, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        ck_assert_int_eq(sqlite3_column_int(st, 0), 0);
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+        ck_assert_int_eq(count_protocol("BOOTUP/BOOTUP_COMPLETE"), 2);
+}
+END_TEST
+
 static Suite *daemon_suite(void)
 {
         Suite *s = suite_create("daemon");
@@ -477,6 +588,7 @@ static Suite *daemon_suite(void)
         tcase_add_test(tc, background_mode);
         tcase_add_test(tc, drops_root);
         tcase_add_test(tc, demo_terminals);
+        tcase_add_test(tc, bootup_complete_reaches_pvs_after_restart);
         suite_add_tcase(s, tc);
         return s;
 }

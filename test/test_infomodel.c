@@ -200,7 +200,7 @@ START_TEST(seed_from_config)
         ck_assert_int_eq(infomodel_clientsystem_name(k.im, "CS2", name), 0);
         ck_assert_str_eq(name, "");
         ck_assert_int_eq(infomodel_clientsystem_name(k.im, "CSX", name), -ENOENT);
-        ck_assert_int_eq(kon_store_version(k.core.store, "infomodel"), 1);
+        ck_assert_int_eq(kon_store_version(k.core.store, "infomodel"), 2);
         konn_stop(&k);
 }
 END_TEST

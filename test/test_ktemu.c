@@ -867,7 +867,7 @@ START_TEST(request_icc_and_apdus)
                 ck_assert_uint_eq(v[0], 0x14);
         }
 
-        /* EJECT: deactivated, APDUs refused again */
+        /* EJECT: deactivated and pushed out of the slot, APDUs refused again */
         {
                 sicct_fu_cmd_t f = { .fu = 1, .p2 = 0 };
                 sicct_buf_t b = SICCT_BUF_INIT;
@@ -875,6 +875,7 @@ START_TEST(request_icc_and_apdus)
                 ck_assert_int_eq(sicct_eject_icc_build(&f, &b), 0);
                 ck_assert_uint_eq(cli_cmd(&c, 0, &b, &m), 0x9000);
                 sicct_buf_done(&b);
+                ck_assert_ptr_null(ktemu_card(e.k, 1));
         }
         seq = cli_send(&c, 1, select, sizeof(select));
         ck_assert_int_eq(cli_wait_response(&c, seq, &m, 3000), 1);
@@ -893,8 +894,8 @@ START_TEST(request_icc_and_apdus)
         }
         cli_close(&c);
         pump_for(e.loop, 20);
-        /* closing the channel deactivated the cards */
-        ck_assert_int_eq(ktemu_remove(e.k, 1), 0);
+        /* closing the channel deactivated the cards; slot 1 was ejected */
+        ck_assert_int_eq(ktemu_remove(e.k, 1), -ENOENT);
         ck_assert_int_eq(ktemu_remove(e.k, 2), 0);
         vcard_free(card);
         vcard_free(kvk);

@@ -13,6 +13,7 @@
 
 #include "konnektor/bus.h"
 #include "konnektor/log.h"
+#include "konnektor/opstate.h"
 #include "konnektor/protocol.h"
 #include "konnektor/store.h"
 
@@ -707,6 +708,82 @@ START_TEST(test_write_failure)
 }
 END_TEST
 
+/* EC_Security_Log_Not_Writable (gemSpec_Kon TAB_KON_503) follows the
+ * writer's failures: set, with an OPERATIONAL_STATE event, when writes
+ * start failing (disk full as in test_write_failure), cleared when they
+ * work again -- here without any further event, by the writer's probe. */
+START_TEST(test_write_failure_opstate)
+{
+        struct rlimit old, low;
+        kon_opstate_t *ops = kon_opstate_new(bus);
+        kon_error_state_t st;
+        char big[4001], log[8192];
+        int pfd[2], saved, r_flush, r_get;
+        bool during = false, critical = false;
+        ssize_t len;
+        struct entries l = { .n = 0 };
+
+        start_protocol(0, 0, false);
+        kon_protocol_set_opstate(proto, ops);
+        emit("BEFORE/FULL", KON_EVT_OPERATION, KON_SEV_INFO, NULL, NULL);
+        flush_ok();
+        ck_assert_int_eq(kon_opstate_get(ops, "EC_Security_Log_Not_Writable", &st), 0);
+        ck_assert(!st.value);
+        ck_assert_int_eq(kon_store_exec(store, "PRAGMA wal_checkpoint(TRUNCATE)", NULL), 0);
+
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        signal(SIGXFSZ, SIG_IGN);
+        ck_assert_int_eq(pipe2(pfd, O_CLOEXEC | O_NONBLOCK), 0);
+        fflush(stderr);
+        saved = dup(STDERR_FILENO);
+        ck_assert_int_eq(dup2(pfd[1], STDERR_FILENO), STDERR_FILENO);
+        ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+        low = old;
+        low.rlim_cur = 0;
+        setrlimit(RLIMIT_FSIZE, &low);
+        for (int i = 0; i < 20; i++)
+                kon_bus_emit(bus, "DISK/FULL", KON_EVT_OPERATION, KON_SEV_INFO, "Data", big, NULL);
+        r_flush = kon_protocol_flush(proto, FLUSH_TIMEOUT);
+        r_get = kon_opstate_get(ops, "EC_Security_Log_Not_Writable", &st);
+        during = st.value;
+        critical = kon_opstate_critical(ops);
+        setrlimit(RLIMIT_FSIZE, &old);
+        fflush(stderr);
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+        close(pfd[1]);
+        len = read(pfd[0], log, sizeof(log) - 1);
+        close(pfd[0]);
+        log[len > 0 ? len : 0] = '\0';
+
+        ck_assert_int_eq(r_flush, -EIO);
+        ck_assert_int_eq(r_get, 0);
+        ck_assert_msg(during, "EC_Security_Log_Not_Writable not set; log: %s", log);
+        ck_assert(critical); /* Fatal: service calls get 4002 (opstate.h) */
+
+        /* space again, and nothing logged: the probe notices */
+        uint64_t end = kon_now_monotonic_us() + 10000000u;
+        do {
+                usleep(20000);
+                ck_assert_int_eq(kon_opstate_get(ops, "EC_Security_Log_Not_Writable", &st), 0);
+        } while (st.value && kon_now_monotonic_us() < end);
+        ck_assert_msg(!st.value, "EC_Security_Log_Not_Writable still set");
+        ck_assert(!kon_opstate_critical(ops));
+        flush_ok();
+        /* the all-clear is in the security protocol; the alarm itself was
+         * published while nothing could be written */
+        ck_assert_int_ge(query(KON_PROTO_SECURITY, 0, 64, &l), 1);
+        ck_assert_str_eq(l.e[0].topic, "OPERATIONAL_STATE/EC_Security_Log_Not_Writable");
+        ck_assert_ptr_nonnull(strstr(l.e[0].params, "\"Value\":\"false\""));
+        entries_clear(&l);
+        ck_assert_int_eq(kon_store_integrity_check(store), 0);
+        kon_protocol_stop(proto);
+        proto = NULL;
+        kon_opstate_free(ops);
+}
+END_TEST
+
 START_TEST(test_start_errors)
 {
         kon_protocol_t *p = NULL;
@@ -757,6 +834,7 @@ static Suite *protocol_suite(void)
         tcase_add_test(tc, test_throughput);
         tcase_add_test(tc, test_overflow);
         tcase_add_test(tc, test_write_failure);
+        tcase_add_test(tc, test_write_failure_opstate);
         tcase_add_test(tc, test_start_errors);
         suite_add_tcase(su, tc);
         return su;

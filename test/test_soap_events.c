@@ -48,6 +48,7 @@
 #include "konnektor/soap.h"
 #include "konnektor/util.h"
 #include "testutil.h"
+#include "tu_core.h"
 #include "src/soap/soap_private.h"
 
 #define PKI KON_BUILDDIR "/pki"
@@ -59,30 +60,13 @@ static xmlSchemaPtr evt_schema, error_schema;
 
 /* ---- the Konnektor under test ------------------------------------------------ */
 
+/* A core of our own (tu_core.h) and the emulated terminal it pairs with. */
 typedef struct {
-        kon_core_t core;
-        kon_conf_t *conf;
-        kon_modules_t *mods;
+        tu_core_t t;
+        sd_event *loop;
         ktemu_t *emu;
         uint16_t port;
 } konn_t;
-
-static const kon_conf_section_t *schema(void)
-{
-        static kon_conf_section_t s[32];
-        const kon_module_t *mods[] = { &kon_ct_module, &kon_card_module, &kon_infomodel_module, &kon_soap_module,
-                                       &kon_cetp_module };
-        size_t n = 0;
-
-        if (s[0].name)
-                return s;
-        for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
-                s[n++] = *p;
-        for (size_t i = 0; i < sizeof(mods) / sizeof(mods[0]); i++)
-                for (const kon_conf_section_t *p = mods[i]->conf_sections; p && p->name; p++)
-                        s[n++] = *p;
-        return s;
-}
 
 static uint16_t free_port(void)
 {
@@ -130,7 +114,7 @@ static ktemu_t *emu_start(sd_event *loop, uint16_t port)
 static bool connected(konn_t *k)
 {
         ct_terminal_info_t info;
-        ct_service_t *ct = kon_core_lookup(&k->core, "ct");
+        ct_service_t *ct = kon_core_lookup(&k->t.core, "ct");
 
         return ct && ct_get(ct, "KT1", &info) == 0 && info.state == CT_STATE_CONNECTED;
 }
@@ -138,13 +122,11 @@ static bool connected(konn_t *k)
 /* The practice: M1 with CS1 and AP1 (KT1 local), M2 with CS2 and AP2. */
 static void konn_start(konn_t *k, const char *schema_dir)
 {
-        sd_event *loop;
+        static const kon_module_t *const mods[] = { &kon_infomodel_module, &kon_ct_module, &kon_card_module,
+                                                    &kon_cetp_module, &kon_soap_module, NULL };
         uint16_t kt_port = free_port();
-        _cleanup_free_ char *db = kon_asprintf("%s/konnektor.db", tmp);
         _cleanup_free_ char *text = NULL;
-        kon_conf_error_t err;
-        char msg[600], e2[300];
-        char *emsg = NULL;
+        char err[600];
 
         memset(k, 0, sizeof(*k));
         k->port = free_port();
@@ -161,47 +143,26 @@ static void konn_start(konn_t *k, const char *schema_dir)
                 "[clientsystem \"CS1\"]\n[clientsystem \"CS2\"]\n"
                 "[soap]\nenabled = yes\nlisten = 127.0.0.1:%u\nschema_dir = %s\n",
                 kt_port, k->port, schema_dir);
-        ck_assert_msg(kon_conf_parse("test.conf", tmp, text, strlen(text), schema(), &k->conf, &err) == 0, "%s",
-                      kon_conf_error_string(&err, msg, sizeof(msg)));
-        ck_assert_int_ge(sd_event_new(&loop), 0);
-        k->core.conf = k->conf;
-        k->core.loop = loop;
-        k->core.bus = kon_bus_new();
-        k->core.opstate = kon_opstate_new(NULL);
-        k->core.state_dir = tmp;
-        k->core.runtime_dir = tmp;
-        k->core.pki_dir = PKI;
-        ck_assert_int_eq(kon_store_open(db, false, &k->core.store, &emsg), 0);
-        ck_assert_int_ge(kon_store_migrate(k->core.store, "core", kon_core_migrations, kon_core_migrations_count,
-                                           &emsg),
-                         0);
-        k->emu = emu_start(loop, kt_port);
-        k->mods = kon_modules_new(&k->core);
-        kon_modules_add(k->mods, &kon_infomodel_module);
-        kon_modules_add(k->mods, &kon_ct_module);
-        kon_modules_add(k->mods, &kon_card_module);
-        kon_modules_add(k->mods, &kon_cetp_module);
-        kon_modules_add(k->mods, &kon_soap_module);
-        ck_assert_msg(kon_modules_start(k->mods, NULL, e2, sizeof(e2)) == 0, "%s", e2);
-        ck_assert_msg(RUN_UNTIL(loop, 10000, connected(k)), "KT1 did not connect");
+        ck_assert_int_ge(sd_event_new(&k->loop), 0);
+        /* the terminal is up before the Konnektor looks for it */
+        k->emu = emu_start(k->loop, kt_port);
+        ck_assert_msg(tu_core_start_opts(&k->t, k->loop, tmp, &(tu_core_opts_t){ .pki_dir = PKI, .opstate = true },
+                                         mods, text, err, sizeof(err)) == 0,
+                      "%s", err);
+        ck_assert_msg(RUN_UNTIL(k->loop, 10000, connected(k)), "KT1 did not connect");
 }
 
 static void konn_stop(konn_t *k)
 {
-        kon_modules_free(k->mods);
+        tu_core_stop(&k->t);
         ktemu_free(k->emu);
-        kon_opstate_free(k->core.opstate);
-        kon_bus_free(k->core.bus);
-        kon_store_close(k->core.store);
-        kon_core_release(&k->core);
-        sd_event_unref(k->core.loop);
-        kon_conf_free(k->conf);
+        sd_event_unref(k->loop);
 }
 
 static bool card_in(konn_t *k, unsigned slot)
 {
         card_info_t c;
-        card_service_t *cs = kon_core_lookup(&k->core, "card");
+        card_service_t *cs = kon_core_lookup(&k->t.core, "card");
 
         return card_find_slot(cs, "KT1", slot, &c) == 0;
 }
@@ -212,7 +173,7 @@ static void insert_pruefkarte(konn_t *k, unsigned slot)
 
         ck_assert_int_eq(ktemu_insert(k->emu, slot, KON_SRCDIR "/conf/cards/egk-pruefkarte.card", err, sizeof(err)),
                          0);
-        ck_assert_msg(RUN_UNTIL(k->core.loop, 10000, card_in(k, slot)), "card not recognised");
+        ck_assert_msg(RUN_UNTIL(k->t.core.loop, 10000, card_in(k, slot)), "card not recognised");
 }
 
 /* ---- a CETP receiver (plain TCP, on the main loop) ------------------------------- */
@@ -404,7 +365,7 @@ static void run_calls(konn_t *k, call_t *c, size_t n)
                 c[i].done = false;
                 ck_assert_int_eq(pthread_create(&th[i], NULL, client, &c[i]), 0);
         }
-        ck_assert_msg(RUN_UNTIL(k->core.loop, 30000, all_done(c, n)), "calls did not finish");
+        ck_assert_msg(RUN_UNTIL(k->t.core.loop, 30000, all_done(c, n)), "calls did not finish");
         for (size_t i = 0; i < n; i++)
                 pthread_join(th[i], NULL);
 }
@@ -622,7 +583,7 @@ START_TEST(get_resource_information)
 
         konn_start(&k, API);
         insert_pruefkarte(&k, 1);
-        ck_assert_int_eq(card_find_slot(kon_core_lookup(&k.core, "card"), "KT1", 1, &info), 0);
+        ck_assert_int_eq(card_find_slot(kon_core_lookup(&k.t.core, "card"), "KT1", 1, &info), 0);
         body = kon_asprintf(ENV_HEAD "<EVT:GetResourceInformation" NSDECL ">" CTX("M1", "CS1", "AP1")
                             "<CONN:CardHandle>%s</CONN:CardHandle></EVT:GetResourceInformation>" ENV_TAIL,
                             info.handle);
@@ -888,12 +849,12 @@ START_TEST(subscribe_cetp)
         size_t before;
 
         konn_start(&k, API);
-        rx = rx_new(k.core.loop);
+        rx = rx_new(k.t.core.loop);
         subscribe(&k, rx->event_to, "CARD", id, term);
 
         /* the Prüfkarte arrives at the receiver, framed and addressed */
         insert_pruefkarte(&k, 1);
-        ck_assert_msg(RUN_UNTIL(k.core.loop, 10000, has_event(rx, "CARD/INSERTED", "P100000005")),
+        ck_assert_msg(RUN_UNTIL(k.t.core.loop, 10000, has_event(rx, "CARD/INSERTED", "P100000005")),
                       "no CARD/INSERTED event with KVNR P100000005 (%zu events)", rx->nev);
         ck_assert(has_event(rx, "CARD/INSERTED", id));
         ck_assert(has_event(rx, "<EVT:Event", NULL) || has_event(rx, "Event", NULL));
@@ -948,7 +909,7 @@ START_TEST(subscribe_cetp)
         ck_assert_uint_eq(subscriptions(&k, GET_SUBS_CS1, id, &found), 0);
         before = rx->nev;
         insert_pruefkarte(&k, 2);
-        RUN_UNTIL(k.core.loop, 500, rx->nev > before);
+        RUN_UNTIL(k.t.core.loop, 500, rx->nev > before);
         ck_assert_uint_eq(rx->nev, before);
 
         /* Unsubscribe by EventTo */

@@ -27,6 +27,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 
 #include "konnektor/util.h"
 #include "konnektor/vcard.h"
@@ -291,6 +292,16 @@ static const struct {
         { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A]\nfid = 0001\ndata = foo:bar\n", 6, "MF/EF.A.data", "unknown data" },
         { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A]\nfid = 0001\ncert-key = K\ncert-ca = egk-ca\n"
           "cert-subject = /CN=x\n", 4, "MF/EF.A.cert-key", "no key" },
+        { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A]\nfid = 0001\ncert-admission = nope|x|y\n", 6,
+          "MF/EF.A.cert-admission", "OID|registration" },
+        { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A]\nfid = 0001\ncert-admission = 1.2.3|x\n", 6,
+          "MF/EF.A.cert-admission", "OID|registration" },
+        { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A]\nfid = 0001\ncert-admission = 1.2.3|a_b|y\n", 6,
+          "MF/EF.A.cert-admission", "OID|registration" },
+        { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A]\nfid = 0001\ncert-admission = 1.2.3|x|y|C=DE\n", 6,
+          "MF/EF.A.cert-admission", "OID|registration" },
+        { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A]\nfid = 0001\ncert-policies = 1.2.3 x.y\n", 6,
+          "MF/EF.A.cert-policies", "policy OIDs" },
         { "[card]\natr = 3B80\n[df MF]\nnot a key value\n", 4, "MF", "key = value" },
         { "[card]\natr = 3B80\n[df MF]\n[ef MF/EF.A\n", 4, "MF", "end with ']'" },
         { "[card]\natr = 3B80\n[df MF]\n[xx MF/A]\n", 4, "", "unknown section kind" },
@@ -915,6 +926,21 @@ START_TEST(pki_issuance)
         ck_assert_int_eq(verify_chain(x, "smcb-ca-ecc"), 0);
         k = X509_get0_pubkey(x);
         ck_assert_int_eq(EVP_PKEY_eq(k, c->obj[ki].pkey), 1);
+        /* the holder facts of the image's certificate: admission and policies */
+        ck_assert_int_ge(X509_get_ext_by_NID(x, NID_x509ExtAdmission, -1), 0);
+        ck_assert_int_ge(X509_get_ext_by_NID(x, NID_certificate_policies, -1), 0);
+        {
+                char dir[] = "/tmp/test-vcard-XXXXXX";
+                ck_assert(mkdtemp(dir));
+                _cleanup_free_ char *p = kon_asprintf("%s/s.card", dir);
+                ck_assert_int_eq(vcard_save(c, p), 0);
+                _cleanup_free_ char *t = slurp(p);
+                ck_assert_ptr_nonnull(strstr(t, "[ef MF/DF.ESIGN/EF.C.HCI.AUT.E256]"));
+                ck_assert_ptr_nonnull(strstr(t, "cert-admission = 1.2.276.0.76.4.50|1-SMC-B-Testkarte--883110000168650|"
+                                                "Betriebsst\xc3\xa4tte Arzt\ncert-policies = 1.2.276.0.76.4.163 1.2.276.0.76.4.77\n"));
+                unlink(p);
+                ck_assert_int_eq(rmdir(dir), 0);
+        }
         vcard_free(c);
         /* Second load: same certificate from the cache. */
         c = load(CARDS "/smcb.card", pki());

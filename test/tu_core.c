@@ -54,16 +54,52 @@ static kon_conf_section_t *make_schema(const kon_module_t *const *modules)
         return s;
 }
 
+static int modules_start(tu_core_t *k, char *err, size_t errlen)
+{
+        k->mods = kon_modules_new(&k->core);
+        for (const kon_module_t **m = k->modlist; *m; m++)
+                if (kon_modules_add(k->mods, *m) != 0) {
+                        snprintf(err, errlen, "cannot add module %s", (*m)->name);
+                        return -1;
+                }
+        if (kon_modules_start(k->mods, NULL, err, errlen) != 0)
+                return -1;
+        /* as the daemon does once every module started (daemon.c) */
+        if (k->bootup &&
+            kon_bus_emit(k->core.bus, "BOOTUP/BOOTUP_COMPLETE", KON_EVT_OPERATION, KON_SEV_INFO, "message",
+                         "Konnektor started", NULL) != 0) {
+                snprintf(err, errlen, "cannot publish BOOTUP/BOOTUP_COMPLETE");
+                return -1;
+        }
+        return 0;
+}
+
 int tu_core_start(tu_core_t *k, sd_event *loop, const char *state_dir, const char *db_name,
                   const kon_module_t *const *modules, const char *conf_text, char *err, size_t errlen)
 {
-        _cleanup_free_ char *db = kon_asprintf("%s/%s", state_dir, db_name ? db_name : "konnektor.db");
+        return tu_core_start_opts(k, loop, state_dir, &(tu_core_opts_t){ .db_name = db_name }, modules, conf_text,
+                                  err, errlen);
+}
+
+int tu_core_start_opts(tu_core_t *k, sd_event *loop, const char *state_dir, const tu_core_opts_t *opts,
+                       const kon_module_t *const *modules, const char *conf_text, char *err, size_t errlen)
+{
+        static const tu_core_opts_t defaults;
         kon_conf_error_t cerr;
         char msg[600];
-        char *emsg = NULL;
+        char *emsg = NULL, *db;
+        size_t nmods = 0;
         int r;
 
+        if (!opts)
+                opts = &defaults;
+        db = kon_asprintf("%s/%s", state_dir, opts->db_name ? opts->db_name : "konnektor.db");
         memset(k, 0, sizeof(*k));
+        for (const kon_module_t *const *m = modules; *m; m++)
+                nmods++;
+        k->modlist = kon_calloc(nmods + 1, sizeof(*k->modlist));
+        memcpy(k->modlist, modules, nmods * sizeof(*k->modlist));
+        k->bootup = opts->bootup;
         k->schema = make_schema(modules);
         if (kon_conf_parse("test.conf", state_dir, conf_text, strlen(conf_text), k->schema, &k->conf, &cerr) != 0) {
                 snprintf(err, errlen, "%s", kon_conf_error_string(&cerr, msg, sizeof(msg)));
@@ -74,6 +110,9 @@ int tu_core_start(tu_core_t *k, sd_event *loop, const char *state_dir, const cha
         k->core.bus = kon_bus_new();
         k->core.state_dir = state_dir;
         k->core.runtime_dir = state_dir;
+        k->core.pki_dir = opts->pki_dir;
+        if (opts->opstate || opts->opstate_on_bus)
+                k->core.opstate = kon_opstate_new(opts->opstate_on_bus ? k->core.bus : NULL);
         if ((r = kon_store_open(db, false, &k->core.store, &emsg)) != 0) {
                 snprintf(err, errlen, "store %s: %d %s", db, r, emsg ? emsg : "");
                 goto fail;
@@ -83,24 +122,33 @@ int tu_core_start(tu_core_t *k, sd_event *loop, const char *state_dir, const cha
                 snprintf(err, errlen, "migrate core: %d %s", r, emsg ? emsg : "");
                 goto fail;
         }
-        if ((r = kon_bus_subscribe(k->core.bus, "test", "", 4096, loop,
+        if ((r = kon_bus_subscribe(k->core.bus, "test", opts->record ? opts->record : "", 4096, loop,
                                    &(kon_subscriber_ops_t){ .on_event = record }, k, &k->sub)) != 0) {
                 snprintf(err, errlen, "bus subscribe: %d", r);
                 goto fail;
         }
-        k->mods = kon_modules_new(&k->core);
-        for (const kon_module_t *const *m = modules; *m; m++)
-                if (kon_modules_add(k->mods, *m) != 0) {
-                        snprintf(err, errlen, "cannot add module %s", (*m)->name);
-                        goto fail;
-                }
-        if (kon_modules_start(k->mods, NULL, err, errlen) != 0)
+        if (modules_start(k, err, errlen) != 0)
                 goto fail;
         free(emsg);
+        free(db);
         return 0;
 fail:
         free(emsg);
+        free(db);
         tu_core_stop(k);
+        return -1;
+}
+
+int tu_core_restart(tu_core_t *k, char *err, size_t errlen)
+{
+        if (k->mods)
+                kon_modules_free(k->mods);
+        k->mods = NULL;
+        if (modules_start(k, err, errlen) == 0)
+                return 0;
+        if (k->mods)
+                kon_modules_free(k->mods);
+        k->mods = NULL;
         return -1;
 }
 
@@ -110,6 +158,8 @@ void tu_core_stop(tu_core_t *k)
                 kon_modules_free(k->mods);
         if (k->sub)
                 kon_bus_unsubscribe(k->sub);
+        if (k->core.opstate)
+                kon_opstate_free(k->core.opstate);
         if (k->core.bus)
                 kon_bus_free(k->core.bus);
         if (k->core.store)
@@ -120,6 +170,7 @@ void tu_core_stop(tu_core_t *k)
         if (k->conf)
                 kon_conf_free(k->conf);
         free(k->schema);
+        free(k->modlist);
         for (size_t i = 0; i < k->nev; i++) {
                 tu_event_t *ev = &k->events[i];
                 for (size_t j = 0; j < ev->nparams; j++) {
@@ -152,6 +203,24 @@ const tu_event_t *tu_core_last(const tu_core_t *k, const char *topic)
         return NULL;
 }
 
+const tu_event_t *tu_core_nth(const tu_core_t *k, const char *topic, size_t i)
+{
+        for (size_t j = 0; j < k->nev; j++)
+                if (strcmp(k->events[j].topic, topic) == 0 && i-- == 0)
+                        return &k->events[j];
+        return NULL;
+}
+
+const char *tu_event_param(const tu_event_t *ev, const char *key)
+{
+        if (!ev)
+                return NULL;
+        for (size_t i = 0; i < ev->nparams; i++)
+                if (strcmp(ev->keys[i], key) == 0)
+                        return ev->values[i];
+        return NULL;
+}
+
 const char *tu_core_params(const tu_core_t *k, const char *topic)
 {
         const tu_event_t *ev = tu_core_last(k, topic);
@@ -161,12 +230,5 @@ const char *tu_core_params(const tu_core_t *k, const char *topic)
 
 const char *tu_core_param(const tu_core_t *k, const char *topic, const char *key)
 {
-        const tu_event_t *ev = tu_core_last(k, topic);
-
-        if (!ev)
-                return NULL;
-        for (size_t i = 0; i < ev->nparams; i++)
-                if (strcmp(ev->keys[i], key) == 0)
-                        return ev->values[i];
-        return NULL;
+        return tu_event_param(tu_core_last(k, topic), key);
 }

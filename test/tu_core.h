@@ -14,6 +14,7 @@
 #ifndef KON_TU_CORE_H
 #define KON_TU_CORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,10 +28,22 @@ typedef struct {
         char **keys, **values;  /* nparams each */
 } tu_event_t;
 
+/* Options of tu_core_start_opts; a zeroed struct gives tu_core_start. */
 typedef struct {
-        kon_core_t core;        /* conf, loop (ref), bus, store, state/runtime dir */
+        const char *db_name;    /* NULL = "konnektor.db" */
+        const char *pki_dir;    /* core.pki_dir (the daemon's core.test_pki); NULL = none */
+        bool opstate;           /* an operating state registry (kon_opstate_new) */
+        bool opstate_on_bus;    /* ... that publishes OPERATIONAL_STATE/... on the bus */
+        const char *record;     /* topic the recorder takes (prefix, kon_topic_matches); NULL = all */
+        bool bootup;            /* once the modules started, publish BOOTUP/BOOTUP_COMPLETE as the daemon does */
+} tu_core_opts_t;
+
+typedef struct {
+        kon_core_t core;        /* conf, loop (ref), bus, store, state/runtime dir, opstate */
         kon_conf_t *conf;
         kon_modules_t *mods;
+        const kon_module_t **modlist; /* what tu_core_restart starts again */
+        bool bootup;
         kon_subscriber_t *sub;  /* the recorder */
         kon_conf_section_t *schema;
         tu_event_t *events;     /* recorded bus events, oldest first */
@@ -47,6 +60,14 @@ typedef struct {
  * already torn down). */
 int tu_core_start(tu_core_t *k, sd_event *loop, const char *state_dir, const char *db_name,
                   const kon_module_t *const *modules, const char *conf_text, char *err, size_t errlen);
+/* The same with options (opts NULL = all defaults). */
+int tu_core_start_opts(tu_core_t *k, sd_event *loop, const char *state_dir, const tu_core_opts_t *opts,
+                       const kon_module_t *const *modules, const char *conf_text, char *err, size_t errlen);
+/* A restart of the Konnektor on the same state: the modules are stopped and
+ * freed, then created and started again (bus, store, recorder and conf
+ * stay), followed by BOOTUP/BOOTUP_COMPLETE if opts.bootup.  0, or -1 with
+ * a message in err (the modules are then gone; tu_core_stop still works). */
+int tu_core_restart(tu_core_t *k, char *err, size_t errlen);
 /* Free modules, recorder, bus, store, core and conf, and the recorded
  * events.  The loop stays with the caller. */
 void tu_core_stop(tu_core_t *k);
@@ -55,6 +76,10 @@ void tu_core_stop(tu_core_t *k);
 int tu_core_count(const tu_core_t *k, const char *topic);
 /* The latest recorded event with this topic, or NULL. */
 const tu_event_t *tu_core_last(const tu_core_t *k, const char *topic);
+/* The i-th (from 0, oldest first) recorded event with this topic, or NULL. */
+const tu_event_t *tu_core_nth(const tu_core_t *k, const char *topic, size_t i);
+/* Value of parameter key of event ev, or NULL. */
+const char *tu_event_param(const tu_event_t *ev, const char *key);
 /* Parameters of the latest event with this topic as "k=v;k=v;" (NULL if
  * there is none). */
 const char *tu_core_params(const tu_core_t *k, const char *topic);

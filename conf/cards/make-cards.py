@@ -126,6 +126,10 @@ def main():
     p = egk_certs(p, pk_subject)
     write("egk-pruefkarte.card", "Pruefkarte eGK with the data of DVO guide table 1", p)
 
+    write("egk-leer-pin.card", "eGK G2.1 whose PIN.CH is an empty PIN (Leer-PIN): the holder sets it first (ChangePin)",
+          edit(card(egk83, label="eGK Leer-PIN (TEST)"), "[pin MF/PIN.CH]", set_={"status": "empty"},
+               drop=("secret",)))
+
     write("egk-hca-blocked.card", "eGK whose health application DF.HCA is deactivated (SELECT 6283)",
           edit(card(egk83, label="eGK HCA gesperrt (TEST)"), "[df MF/DF.HCA]", set_={"state": "deactivated"}))
 

@@ -16,8 +16,10 @@
  * On a recognised card the service runs the operations of the Kartendienst,
  * addressed by CardHandle: PIN status, verification, change, unblock,
  * enable/disable (PIN entry on the terminal's pad), file and certificate
- * reads, the eGK's VSD files, and card-to-card authentication of an
- * SMC-B/HBA towards an eGK. All are asynchronous: the call checks its
+ * reads, the eGK's VSD files, card-to-card authentication of an
+ * SMC-B/HBA towards an eGK, and signing with an SMC-B's or HBA's AUT key
+ * (ExternalAuthenticate). PIN states may be kept per calling context
+ * (Mandant, user). All are asynchronous: the call checks its
  * arguments and either fails at once (return value < 0, no callback) or
  * returns 0 and its callback runs later on the main loop, exactly once.
  *
@@ -148,14 +150,41 @@ typedef void (*card_pin_status_cb)(void *ud, int err, card_pin_status_t status, 
  * meaningless. */
 typedef void (*card_pin_cb)(void *ud, int err, card_pin_result_t result, unsigned left_tries);
 
+/* ---- the calling context (who) --------------------------------------------
+ * The card has one security state, the Konnektor keeps one per card
+ * session: an SM-B's per Mandant, an HBA's per user (gemSpec_Kon
+ * TUC_KON_026 "Liefere CardSession": a CardSession is the card handle
+ * together with the MandantId for an SM-B and with the UserId for an HBA;
+ * an eGK has one per handle). The _ctx functions take that context as
+ * `who` (the MandantId or UserId the SOAP layer got, 1..64 characters,
+ * else -EINVAL): a PIN verified for Mandant A does not count for Mandant
+ * B, who sees VERIFIABLE, must type the PIN again and may not sign with
+ * the card's keys until then. `who` NULL is the card session as a whole,
+ * the behaviour of the functions without _ctx: a PIN verified by anyone
+ * counts. The record of a context ends when the card reports the PIN
+ * unverified, the PIN is unblocked, a DF-specific PIN's DF is left, or
+ * the card is removed.
+ *
+ * Limit: the card itself cannot tell the contexts apart, so operations
+ * whose access the card alone checks (card_read_file of a PIN-protected
+ * file, card_c2c) still see the state another context proved. */
+#define CARD_WHO_MAX 64
+
 /* GET PIN STATUS (80 20 00 ref). Also updates the verified state kept
- * for the card. */
+ * for the card. With a context: VERIFIED only if the PIN was verified
+ * for that context; a PIN the card has verified for another context is
+ * VERIFIABLE with the retry counter's maximum (3 on the TI cards: a
+ * successful verification reset it). */
 int card_pin_status(card_service_t *cs, const char *handle, const char *pin, card_pin_status_cb cb, void *ud);
+int card_pin_status_ctx(card_service_t *cs, const char *handle, const char *who, const char *pin,
+                        card_pin_status_cb cb, void *ud);
 
 /* The Konnektor's record: true if the PIN was verified (or changed) in
- * the current card session and not seen unverified since. Dropped with
- * the card. -ENOENT / -EINVAL as above. */
+ * the current card session (for who, if not NULL) and not seen unverified
+ * since. Dropped with the card. -ENOENT / -EINVAL as above. */
 int card_pin_is_verified(card_service_t *cs, const char *handle, const char *pin, bool *ret);
+int card_pin_is_verified_ctx(card_service_t *cs, const char *handle, const char *who, const char *pin,
+                             bool *ret);
 
 /* VerifyPin (TUC_KON_012): GET PIN STATUS first; a transport, empty or
  * blocked PIN ends there (TRANSPORT / EMPTY / WASBLOCKED); an already
@@ -164,6 +193,10 @@ int card_pin_is_verified(card_service_t *cs, const char *handle, const char *pin
  * Publishes CARD/PIN/VERIFY_STARTED and CARD/PIN/VERIFY_FINISHED around
  * the entry. */
 int card_pin_verify(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud);
+/* The same for a context: a PIN the card holds verified for another
+ * context is typed again (and a wrong entry costs a try, as on the card). */
+int card_pin_verify_ctx(card_service_t *cs, const char *handle, const char *who, const char *pin,
+                        card_pin_cb cb, void *ud);
 
 /* ChangePin: old and new PIN typed on the terminal's pad (MODIFY
  * VERIFICATION DATA with CHANGE REFERENCE DATA, P1=00); this is also how
@@ -225,6 +258,43 @@ typedef void (*card_vsd_cb)(void *ud, int err, const card_vsd_t *vsd);
 
 /* eGK only (-EMEDIUMTYPE). A deactivated DF.HCA: CARD_E_APP_BLOCKED. */
 int card_read_vsd(card_service_t *cs, const char *handle, card_vsd_cb cb, void *ud);
+
+/* ---- signing with the AUT key -------------------------------------------
+ * Non-QES authentication (SOAP AuthSignatureService.ExternalAuthenticate,
+ * gemSpec_Kon 4.1.13, with TUC_KON_218 "Signiere"): the SMC-B signs with
+ * PrK.HCI.AUT, the HBA with PrK.HP.AUT (DF.ESIGN), as R2048 (alg RSA) or
+ * E256 (alg ECC). The eGK: -EMEDIUMTYPE. The key needs PIN.SMC / PIN.CH
+ * verified (for who, if not NULL; see "the calling context" above): else
+ * -EACCES to the callback (the card answers 6982, or the Konnektor's
+ * record refuses a context that has not verified the PIN).
+ *
+ * data is what ExternalAuthenticate's BinaryString carries: the hash the
+ * client computed over what it authenticates (SHA-256 in every client
+ * known, e.g. for ePA/IDP challenges), signed as the card signs it:
+ *   CARD_SIG_PSS    RSASSA-PSS: MSE SET 41 B6 {84 key, 80 05 (signPSS)},
+ *                   PSO COMPUTE DIGITAL SIGNATURE over the hash; MGF1 and
+ *                   salt length follow the hash (32, 48, 64 bytes for
+ *                   SHA-256/-384/-512). Result: 256 bytes.
+ *   CARD_SIG_PKCS1  RSASSA-PKCS1-v1_5: MSE SET 41 A4 {84 key, 80 05
+ *                   (rsaClientAuthentication)}, INTERNAL AUTHENTICATE: the
+ *                   card pads data with PKCS#1 type 1 and signs it as it
+ *                   is (no DigestInfo is added, as in TLS client
+ *                   authentication); 1..102 bytes (40 % of the 2048-bit
+ *                   modulus, the limit gemSpec_COS sets for the token of
+ *                   rsaClientAuthentication). Result: 256 bytes.
+ *   CARD_SIG_ECDSA  MSE SET 41 B6 {84 key, 80 00 (signECDSA)}, PSO COMPUTE
+ *                   DIGITAL SIGNATURE over the hash (32, 48 or 64 bytes).
+ *                   The card answers r || s (BSI TR-03111 plain); the
+ *                   result is the DER ECDSA-Sig-Value SEQUENCE { r, s } that
+ *                   the Konnektor returns in Base64Signature for
+ *                   urn:bsi:tr:03111:ecdsa (clients such as the ePA ones
+ *                   convert it back to r || s for JWS).
+ * RSA with CARD_SIG_ECDSA, ECC with an RSA scheme, or another length:
+ * -EINVAL. The signature is valid during the callback only. */
+typedef enum { CARD_SIG_PSS, CARD_SIG_PKCS1, CARD_SIG_ECDSA } card_sig_scheme_t;
+
+int card_sign_auth(card_service_t *cs, const char *handle, const char *who, card_alg_t alg,
+                   card_sig_scheme_t scheme, const uint8_t *data, size_t len, card_data_cb cb, void *ud);
 
 /* ---- card-to-card authentication -----------------------------------------
  * Role authentication of an SMC-B or HBA towards an eGK (gemSpec_COS

@@ -9,10 +9,42 @@
  * length of the XML, then the UTF-8 EVT:Event XML. Secret event parameters
  * are never sent to client systems.
  *
- * Subscriptions live in the state store (component "cetp"). gemSpec_Kon
- * drops all subscriptions when the Konnektor boots (the BOOTUP/BOOTUP_COMPLETE
- * event tells client systems to subscribe again), so the module deletes them
- * at start unless `[cetp] drop_at_boot = no`.
+ * Subscriptions live in the state store (component "cetp").
+ *
+ * Boot (gemSpec_Kon 5.18 TIP1-A_4613: the Konnektor starts with an empty
+ * list of subscriptions; TIP1-A_4508: once the boot is complete it raises
+ * BOOTUP/BOOTUP_COMPLETE, type Operation, severity Info; gemILF_PS
+ * 4.1.4.5: a PVS receives that event after a restart, knows its
+ * subscriptions are gone and subscribes again). Nobody can subscribe to
+ * an event raised before the first request is served, so the module
+ * decides who receives it: at start it remembers the distinct EventTo of
+ * every stored subscription whose TerminationTime has not passed, deletes
+ * all subscriptions, and sends BOOTUP/BOOTUP_COMPLETE from the bus (the
+ * daemon publishes it once every module started) once to each of those
+ * receivers, with an empty SubscriptionID -- a "boot notice". A notice is
+ * delivered like an event (the same connection, retries and max_tries)
+ * and then forgotten: it is no subscription, GetSubscription does not list
+ * it, and a receiver that is gone costs max_tries attempts and no
+ * CETP/SUBSCRIPTION_DROPPED. The recipients and the empty SubscriptionID
+ * are our reading: the TUC_KON_256 table that may detail them
+ * (TAB_KON_556) was not in the text copies of gemSpec_Kon we could read.
+ * `[cetp] drop_at_boot = no` keeps and reloads the subscriptions instead;
+ * then no notices are sent and BOOTUP/BOOTUP_COMPLETE goes, like any
+ * event, to subscriptions of its topic.
+ *
+ * TLS (`[cetp] tls = yes`, CETP1 of gemSpec_Kon TAB_KON_852): the
+ * Konnektor is the TLS client; the receiver's certificate is checked
+ * against ca_file and EventTo's host. When the receiver asks for a client
+ * certificate the Konnektor shows its own identity (TIP1-A_4595, gemILF_PS
+ * 4.1.1; ID.AK.AUT, TIP1-A_4514): `client_cert`/`client_key`, else with
+ * core.test_pki the test PKI's konnektor-tls identities, RSA for receivers
+ * that trust the RSA CA, ECC (brainpoolP256r1) for those that trust only
+ * the ECC CA. Without either, no certificate is shown.
+ *
+ * Host names in EventTo are resolved off the main loop (a small pool of
+ * threads, at most 256 lookups pending) within connect_timeout; every
+ * address of the name is tried before an attempt counts as failed. IP
+ * addresses are used as they are.
  *
  * The service is registered as "cetp" (cetp_service_t *). All functions run
  * on the main loop thread, between start and stop of the module.
@@ -109,6 +141,7 @@ typedef struct {
         uint64_t dropped;       /* events lost to full subscription queues */
         uint64_t failures;      /* failed connects/writes */
         uint64_t removed;       /* subscriptions dropped after max_tries */
+        uint64_t lookups;       /* host name lookups started (EventTo with a name) */
 } cetp_stats_t;
 
 void cetp_stats(cetp_service_t *svc, cetp_stats_t *ret);

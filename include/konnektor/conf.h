@@ -38,6 +38,10 @@ typedef struct {
         bool required;                /* must appear in the file */
         bool reloadable;              /* a change takes effect on SIGHUP; otherwise it needs a restart */
         const char *doc;              /* one line, for --dump-schema and the man page */
+        /* Optional check of a value that passed its type (a PATH comes
+         * absolute): NULL if acceptable, else why not, written into buf
+         * (len bytes) or a constant. Reported as "file:line: ...". */
+        const char *(*check)(const char *value, char *buf, size_t len);
 } kon_conf_key_t;
 
 typedef struct {
@@ -86,6 +90,10 @@ bool kon_conf_get_bool(const kon_conf_t *c, const char *section, const char *ins
 /* True if the key was written in the file (not defaulted). */
 bool kon_conf_is_set(const kon_conf_t *c, const char *section, const char *instance,
                      const char *key);
+
+/* Whether the schema c was parsed with declares section (code shared by
+ * programs with different schemas asks before it reads). */
+bool kon_conf_has_section(const kon_conf_t *c, const char *section);
 
 /* Instances of a multi section in file order. */
 size_t kon_conf_instance_count(const kon_conf_t *c, const char *section);

@@ -188,4 +188,76 @@ extern const kon_conf_section_t infomodel_conf_sections[];
  * "infomodel". */
 extern const kon_module_t kon_infomodel_module;
 
+
+/* ---- client system authentication (infomodel_auth.c) ---------------------
+ * Each Clientsystem has one authentication level (konnektor.conf(5),
+ * [clientsystem "ID"] auth): none (its id alone identifies it; TLS with
+ * server authentication or, where configured, plain HTTP), basic (TLS and
+ * HTTP Basic with username and a salted scrypt hash of the password) or
+ * certificate (TLS with one of its registered client certificates, matched
+ * by the SHA-256 fingerprint of the DER encoding). Certificates come from
+ * the configuration (origin config) or were issued by the Konnektor for it
+ * (konnektord --export-client-cert, origin issued; kept like admin rows). */
+
+typedef enum {
+        INFOMODEL_AUTH_NONE,
+        INFOMODEL_AUTH_BASIC,
+        INFOMODEL_AUTH_CERTIFICATE,
+} infomodel_auth_t;
+
+#define INFOMODEL_USERNAME_MAX 64
+#define INFOMODEL_PWHASH_MAX 160
+#define INFOMODEL_SHA256_HEX 64
+#define INFOMODEL_PASSWORD_MAX 256      /* longest password accepted anywhere */
+
+/* gemSpec_Kon TUC_KON_000: the credentials of the connection do not
+ * authenticate the Clientsystem of the call's Context. */
+enum { INFOMODEL_E_CS_AUTH = 4204 };
+
+typedef struct {
+        infomodel_auth_t auth;
+        char username[INFOMODEL_USERNAME_MAX + 1];
+        char password_hash[INFOMODEL_PWHASH_MAX + 1];
+        size_t n_certs;
+        char (*cert_sha256)[INFOMODEL_SHA256_HEX + 1];  /* lower-case hex, sorted */
+} infomodel_cs_auth_t;
+
+/* A copy of a Clientsystem's authentication data (any thread). 0 or
+ * -ENOENT. Release with infomodel_cs_auth_done. */
+int infomodel_clientsystem_auth(infomodel_t *im, const char *id, infomodel_cs_auth_t *ret);
+void infomodel_cs_auth_done(infomodel_cs_auth_t *a);
+const char *infomodel_auth_name(infomodel_auth_t a);     /* "none", "basic", "certificate" */
+
+/* Register a certificate the Konnektor issued for Clientsystem id (origin
+ * issued; main thread, or a tool holding the store). sha256: 64 hex
+ * digits. 0, -ENOENT (no such Clientsystem), -EINVAL, -EIO. */
+int infomodel_clientsystem_add_issued_cert(infomodel_t *im, const char *id, const char *sha256,
+                                           const char *subject);
+
+/* Does any [clientsystem] section of conf use auth = certificate / need
+ * client authentication at all (basic or certificate); are all of them
+ * (at least one) authenticated? For the TLS set-up and connector.sds. */
+bool infomodel_conf_uses_auth(const kon_conf_t *conf, infomodel_auth_t auth);
+bool infomodel_conf_all_authenticated(const kon_conf_t *conf);
+
+/* Passwords. The policy (gemSpec_Kon / vendor manuals: at least 20
+ * characters from all four classes upper, lower, digit, special): NULL if
+ * pw satisfies it, else the reason in English. */
+const char *infomodel_password_policy(const char *pw);
+/* "$scrypt$ln=17,r=8,p=1$SALT$HASH" (unpadded base64, 16-byte salt,
+ * 32-byte hash) into out (>= INFOMODEL_PWHASH_MAX + 1). ln = log2 N, 0 =
+ * default (17); 15 to 20. Does not apply the policy. 0, -EINVAL, -EIO. */
+int infomodel_password_hash(const char *pw, unsigned ln, char *out, size_t len);
+/* NULL if hash is a well-formed hash string of acceptable cost, else why. */
+const char *infomodel_password_hash_problem(const char *hash);
+/* 1 if pw matches, 0 if not, -EINVAL for a malformed hash, -EIO. The
+ * comparison is constant-time; the KDF costs what the hash says. */
+int infomodel_password_verify(const char *hash, const char *pw);
+
+/* Lower-case hex SHA-256 of a certificate's DER encoding. */
+struct x509_st;
+int infomodel_cert_sha256(struct x509_st *cert, char out[static INFOMODEL_SHA256_HEX + 1]);
+/* "AB:cd:..." or "abcd..." into canonical lower-case hex; false if not 32 bytes. */
+bool infomodel_sha256_parse(const char *s, char out[static INFOMODEL_SHA256_HEX + 1]);
+
 #endif

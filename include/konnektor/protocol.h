@@ -17,6 +17,10 @@
  * max_age; the oldest go first. Checked after every batch (count) and every
  * minute (age). A "message" parameter, when present, becomes the entry's
  * message; otherwise the message is the topic.
+ *
+ * Failed writes are counted, logged once per episode and, with an
+ * operating state registry attached, raise EC_Security_Log_Not_Writable
+ * until writing works again (kon_protocol_set_opstate).
  */
 #ifndef KONNEKTOR_PROTOCOL_H
 #define KONNEKTOR_PROTOCOL_H
@@ -55,6 +59,12 @@ int kon_protocol_start(kon_bus_t *bus, const char *db_path, const kon_proto_limi
 void kon_protocol_set_limits(kon_protocol_t *p, const kon_proto_limits_t *limits);
 /* Wait until everything published before the call is stored (or timeout). */
 int kon_protocol_flush(kon_protocol_t *p, uint64_t timeout_us);
+/* Report write failures as the operating state EC_Security_Log_Not_Writable
+ * of o (set when an episode of failed writes starts, cleared when writing
+ * works again; while it lasts the writer probes the store every second, so
+ * the state clears even when nothing is logged). NULL detaches. o must
+ * outlive p or be detached first. Any thread. */
+void kon_protocol_set_opstate(kon_protocol_t *p, struct kon_opstate *o);
 /* Counters: entries written, entries removed by rotation, write failures. */
 void kon_protocol_counters(kon_protocol_t *p, uint64_t *written, uint64_t *rotated,
                            uint64_t *failed);

@@ -1,15 +1,18 @@
 /* The soap module: the Außenschnittstelle towards client systems (PVS).
  *
- * This first slice owns the listener and the service directory
- * (connector.sds, ServiceDirectory.xsd 3.1): one HTTPS server (OpenSSL in
- * front of libmicrohttpd, include/konnektor/https.h) and optionally a
- * second plain-HTTP one, both answering the same paths. The EventService
- * endpoint runs the request pipeline (Content-Type, size, DOCTYPE, parse,
- * schema validation against [soap] schema_dir, access check through the
- * info model, data from ct and card read on the main loop) and answers
- * GetCardTerminals, GetCards and GetResourceInformation; the other
- * business services are announced in connector.sds and answer with a
- * placeholder SOAP fault (gematik error 4001) until their slices land.
+ * It owns the listener and the service directory (connector.sds,
+ * ServiceDirectory.xsd 3.1): one HTTPS server (OpenSSL in front of
+ * libmicrohttpd, include/konnektor/https.h) and optionally a second
+ * plain-HTTP one, both answering the same paths. Every service endpoint
+ * runs the request pipeline (Content-Type, size, DOCTYPE, parse, schema
+ * validation against [soap] schema_dir, client authentication per client
+ * system, access check through the info model) and then the operation:
+ * EventService 7.2 (queries and CETP subscriptions), CardService 8.1 (PINs
+ * at the terminal's pad), CardTerminalService 1.1 (RequestCard,
+ * EjectCard), CertificateService 6.0 and AuthSignatureService 7.4
+ * (ExternalAuthenticate with the card's AUT key). Card and terminal work
+ * runs on the main loop through the ct and card services. The VSDService
+ * is announced and answers gematik error 4001 until it is implemented.
  *
  * Vendor profiles ([soap] vendor_profile) reproduce how real Konnektors
  * shape connector.sds: endpoint paths, order of services and versions,

@@ -48,6 +48,7 @@ void card_maybe_free(card_t *c)
          * its recognition chain has let go of it */
         if (c->removed) {
                 unlink_card(c);
+                card_who_free(c);
                 free(c);
         }
 }
@@ -196,6 +197,7 @@ static void card_destroy(void *priv)
                 ct_cancel(cs->ct, c); /* a recognition step may be in flight */
                 if (c->op)
                         card_op_drop(c->op);
+                card_who_free(c);
                 free(c);
         }
         kon_core_unregister(cs->core, "card");

@@ -15,6 +15,11 @@
  *  - PINs and PUKs typed on the pad never reach the Konnektor: the terminal
  *    puts them into the APDU template (PERFORM / MODIFY VERIFICATION).
  *    The one exception is the PUK of card_pin_unblock, see card.h.
+ *  - Calling contexts (card.h): the card keeps one security state, the
+ *    service a list of (PIN, who) records on top of it. A record is only
+ *    added by a successful VERIFY / CHANGE for that context and goes
+ *    whenever the card's own state for the PIN goes, so a context never
+ *    counts as verified while the card is not.
  *  - Status words (gemSpec_COS as the open gematik libraries and our card
  *    OS use them): 63Cx wrong secret with x tries left, 63C0 the last try
  *    used, 6983 blocked before, 6985 transport/empty PIN (PasswordNotUsable)
@@ -54,9 +59,13 @@ static const pin_def_t pins[] = {
 };
 _Static_assert(KON_ARRAY_SIZE(pins) <= CARD_PINS_MAX, "CARD_PINS_MAX too small");
 
+/* Retry counter of every PIN of the TI card images (card-images.md
+ * "PINs"): what a successful verification leaves it at. */
+#define RETRY_MAX 3
+
 enum { ACT_STATUS, ACT_VERIFY, ACT_CHANGE, ACT_UNBLOCK, ACT_ENABLE, ACT_DISABLE };
 
-static int find_pin(const card_t *c, const char *name)
+int card_pin_index(const card_t *c, const char *name)
 {
         if (!name)
                 return -EINVAL;
@@ -66,11 +75,74 @@ static int find_pin(const card_t *c, const char *name)
         return -EINVAL;
 }
 
+/* ---- contexts ------------------------------------------------------------------ */
+
+int card_who_check(const char *who)
+{
+        if (who && (!who[0] || strlen(who) > CARD_WHO_MAX))
+                return -EINVAL;
+        return 0;
+}
+
+static bool who_has(const card_t *c, int pin, const char *who)
+{
+        for (const card_who_t *w = c->who; w; w = w->next)
+                if (w->pin == pin && !strcmp(w->who, who))
+                        return true;
+        return false;
+}
+
+static void who_add(card_t *c, int pin, const char *who)
+{
+        card_who_t *w;
+
+        if (!who || !who[0] || who_has(c, pin, who))
+                return;
+        w = kon_calloc(1, sizeof(*w));
+        w->pin = pin;
+        kon_strlcpy(w->who, who, sizeof(w->who));
+        w->next = c->who;
+        c->who = w;
+}
+
+/* The card's state for the PIN is gone: so is every context's. */
+static void set_unverified(card_t *c, int pin)
+{
+        card_who_t **p = &c->who;
+
+        c->verified[pin] = false;
+        while (*p) {
+                card_who_t *w = *p;
+                if (w->pin == pin) {
+                        *p = w->next;
+                        free(w);
+                } else {
+                        p = &w->next;
+                }
+        }
+}
+
+void card_who_free(card_t *c)
+{
+        while (c->who) {
+                card_who_t *w = c->who;
+                c->who = w->next;
+                free(w);
+        }
+}
+
+bool card_pin_verified_for(const card_t *c, int pin, const char *who)
+{
+        if (!c->verified[pin])
+                return false;
+        return !who || !who[0] || who_has(c, pin, who);
+}
+
 void card_pin_df_selected(card_t *c, const uint8_t *aid, size_t aid_len)
 {
         for (size_t i = 0; i < KON_ARRAY_SIZE(pins); i++)
                 if (pins[i].df && !(aid && aid_len == pins[i].df_len && !memcmp(aid, pins[i].df, aid_len)))
-                        c->verified[i] = false;
+                        set_unverified(c, (int)i);
 }
 
 const char *card_pin_status_name(card_pin_status_t s)
@@ -87,18 +159,26 @@ const char *card_pin_result_name(card_pin_result_t r)
         return (unsigned)r < KON_ARRAY_SIZE(n) ? n[r] : "?";
 }
 
-int card_pin_is_verified(card_service_t *cs, const char *handle, const char *pin, bool *ret)
+int card_pin_is_verified_ctx(card_service_t *cs, const char *handle, const char *who, const char *pin,
+                             bool *ret)
 {
         card_t *c = card_lookup(cs, handle);
         int i;
 
         if (!c)
                 return -ENOENT;
-        i = find_pin(c, pin);
+        if (card_who_check(who) < 0)
+                return -EINVAL;
+        i = card_pin_index(c, pin);
         if (i < 0)
                 return i;
-        *ret = c->verified[i];
+        *ret = card_pin_verified_for(c, i, who);
         return 0;
+}
+
+int card_pin_is_verified(card_service_t *cs, const char *handle, const char *pin, bool *ret)
+{
+        return card_pin_is_verified_ctx(cs, handle, NULL, pin, ret);
 }
 
 /* ---- results ----------------------------------------------------------------- */
@@ -171,7 +251,18 @@ static void on_pin_status(card_op_t *op, const uint8_t *d, size_t n, uint16_t sw
                 return;
         }
         /* the card is the authority: our record follows what it says */
-        c->verified[op->pin] = op->status == CARD_PIN_VERIFIED;
+        if (op->status == CARD_PIN_VERIFIED) {
+                c->verified[op->pin] = true;
+                if (op->who[0] && !who_has(c, op->pin, op->who)) {
+                        /* verified, but for another context: this one has
+                         * to prove the PIN itself; a successful
+                         * verification left the counter at its maximum */
+                        op->status = CARD_PIN_VERIFIABLE;
+                        op->left = RETRY_MAX;
+                }
+        } else {
+                set_unverified(c, op->pin);
+        }
         after_status(op);
 }
 
@@ -193,8 +284,10 @@ static void on_verified(card_op_t *op, const uint8_t *d, size_t n, uint16_t sw)
         (void)d, (void)n;
         if (op->action == ACT_VERIFY)
                 card_publish(c, "CARD/PIN/VERIFY_FINISHED");
-        if (sw == 0x9000)
+        if (sw == 0x9000) {
                 c->verified[op->pin] = true;
+                who_add(c, op->pin, op->who);
+        }
         if (sw == 0x9000 && op->action != ACT_VERIFY) {
                 send_switch(op);
                 return;
@@ -213,10 +306,12 @@ static void on_changed(card_op_t *op, const uint8_t *d, size_t n, uint16_t sw)
         card_t *c = card_of(op);
 
         (void)d, (void)n;
-        if (sw == 0x9000)
+        if (sw == 0x9000) {
                 c->verified[op->pin] = true; /* CHANGE REFERENCE DATA sets the security state */
-        else
-                c->verified[op->pin] = false;
+                who_add(c, op->pin, op->who);
+        } else {
+                set_unverified(c, op->pin);
+        }
         if (sw == 0x6985) {
                 card_op_finish(op, -ERANGE);
                 return;
@@ -231,7 +326,7 @@ static void on_unblocked(card_op_t *op, const uint8_t *d, size_t n, uint16_t sw)
 
         (void)d, (void)n;
         /* RESET RETRY COUNTER resets the counter, it verifies nothing */
-        c->verified[op->pin] = false;
+        set_unverified(c, op->pin);
         if (sw == 0x6985) {
                 card_op_finish(op, -ERANGE);
                 return;
@@ -363,7 +458,7 @@ static void after_status(card_op_t *op)
         }
 }
 
-static int pin_start(card_service_t *cs, const char *handle, const char *pin, int action,
+static int pin_start(card_service_t *cs, const char *handle, const char *who, const char *pin, int action,
                      void (*deliver)(card_op_t *, int), void *cb, void *ud, const char *puk,
                      const char *new_pin)
 {
@@ -374,9 +469,9 @@ static int pin_start(card_service_t *cs, const char *handle, const char *pin, in
 
         if (!c)
                 return -ENOENT;
-        if (!cb)
+        if (!cb || card_who_check(who) < 0)
                 return -EINVAL;
-        i = find_pin(c, pin);
+        i = card_pin_index(c, pin);
         if (i < 0)
                 return i;
         p = &pins[i];
@@ -387,6 +482,8 @@ static int pin_start(card_service_t *cs, const char *handle, const char *pin, in
                 return r;
         op->pin = i;
         op->action = action;
+        if (who)
+                kon_strlcpy(op->who, who, sizeof(op->who));
         if (puk)
                 kon_strlcpy(op->puk, puk, sizeof(op->puk));
         if (new_pin)
@@ -401,27 +498,39 @@ static int pin_start(card_service_t *cs, const char *handle, const char *pin, in
 
 int card_pin_status(card_service_t *cs, const char *handle, const char *pin, card_pin_status_cb cb, void *ud)
 {
-        return pin_start(cs, handle, pin, ACT_STATUS, deliver_status, (void *)cb, ud, NULL, NULL);
+        return pin_start(cs, handle, NULL, pin, ACT_STATUS, deliver_status, (void *)cb, ud, NULL, NULL);
+}
+
+int card_pin_status_ctx(card_service_t *cs, const char *handle, const char *who, const char *pin,
+                        card_pin_status_cb cb, void *ud)
+{
+        return pin_start(cs, handle, who, pin, ACT_STATUS, deliver_status, (void *)cb, ud, NULL, NULL);
+}
+
+int card_pin_verify_ctx(card_service_t *cs, const char *handle, const char *who, const char *pin,
+                        card_pin_cb cb, void *ud)
+{
+        return pin_start(cs, handle, who, pin, ACT_VERIFY, deliver_result, (void *)cb, ud, NULL, NULL);
 }
 
 int card_pin_verify(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud)
 {
-        return pin_start(cs, handle, pin, ACT_VERIFY, deliver_result, (void *)cb, ud, NULL, NULL);
+        return pin_start(cs, handle, NULL, pin, ACT_VERIFY, deliver_result, (void *)cb, ud, NULL, NULL);
 }
 
 int card_pin_change(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud)
 {
-        return pin_start(cs, handle, pin, ACT_CHANGE, deliver_result, (void *)cb, ud, NULL, NULL);
+        return pin_start(cs, handle, NULL, pin, ACT_CHANGE, deliver_result, (void *)cb, ud, NULL, NULL);
 }
 
 int card_pin_enable(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud)
 {
-        return pin_start(cs, handle, pin, ACT_ENABLE, deliver_result, (void *)cb, ud, NULL, NULL);
+        return pin_start(cs, handle, NULL, pin, ACT_ENABLE, deliver_result, (void *)cb, ud, NULL, NULL);
 }
 
 int card_pin_disable(card_service_t *cs, const char *handle, const char *pin, card_pin_cb cb, void *ud)
 {
-        return pin_start(cs, handle, pin, ACT_DISABLE, deliver_result, (void *)cb, ud, NULL, NULL);
+        return pin_start(cs, handle, NULL, pin, ACT_DISABLE, deliver_result, (void *)cb, ud, NULL, NULL);
 }
 
 static bool digits_ok(const char *s)
@@ -442,14 +551,14 @@ int card_pin_unblock(card_service_t *cs, const char *handle, const char *pin, co
                 return -EINVAL;
         if (!digits_ok(puk) || (new_pin && !digits_ok(new_pin)))
                 return -EINVAL;
-        return pin_start(cs, handle, pin, ACT_UNBLOCK, deliver_result, (void *)cb, ud, puk, new_pin);
+        return pin_start(cs, handle, NULL, pin, ACT_UNBLOCK, deliver_result, (void *)cb, ud, puk, new_pin);
 }
 
 int card_pin_unblock_at_terminal(card_service_t *cs, const char *handle, const char *pin, bool new_pin,
                                  card_pin_cb cb, void *ud)
 {
         card_op_t *op;
-        int r = pin_start(cs, handle, pin, ACT_UNBLOCK, deliver_result, (void *)cb, ud, NULL, NULL);
+        int r = pin_start(cs, handle, NULL, pin, ACT_UNBLOCK, deliver_result, (void *)cb, ud, NULL, NULL);
 
         if (r < 0)
                 return r;

@@ -9,6 +9,14 @@
 typedef struct card card_t;
 typedef struct card_op card_op_t;
 
+/* One calling context for which a PIN of the card is verified. */
+typedef struct card_who card_who_t;
+struct card_who {
+        card_who_t *next;
+        int pin;
+        char who[CARD_WHO_MAX + 1];
+};
+
 /* PINs the service knows, per card type (card_pin.c). */
 #define CARD_PINS_MAX 16
 
@@ -22,6 +30,7 @@ struct card {
         char cert_sfi_tried;
         card_op_t *op;          /* the one operation holding the card, or NULL */
         bool verified[CARD_PINS_MAX]; /* per card_pin_defs() index, this card session */
+        card_who_t *who;        /* contexts with a verified PIN (card_pin.c) */
 };
 
 struct card_service {
@@ -65,6 +74,7 @@ struct card_op {
         char puk[16], new_pin[16];
         bool on_pad;            /* unblock: PUK (and new PIN) typed at the terminal */
         bool pad_new_pin;
+        char who[CARD_WHO_MAX + 1]; /* "" = no context */
 
         /* file reads: the file being read, then the files kept */
         card_step_fn read_done;
@@ -77,6 +87,12 @@ struct card_op {
 
         /* card-to-card */
         uint8_t rnd[16];
+
+        /* signing (card_sign.c) */
+        card_sig_scheme_t scheme;
+        card_alg_t alg;
+        uint8_t tbs[128];      /* what is signed (a hash, or the PKCS#1 token) */
+        size_t tbs_len;
 };
 
 /* The card for a handle, if recognised and not removed. */
@@ -114,5 +130,13 @@ int card_sw_error(uint16_t sw);
 /* card_pin.c: forget DF-specific verified states outside the DF aid
  * (NULL: the MF) now selected. */
 void card_pin_df_selected(card_t *c, const uint8_t *aid, size_t aid_len);
+/* The index of a PIN name for the card's type, -EINVAL if none. */
+int card_pin_index(const card_t *c, const char *name);
+/* Is the PIN (index) verified for who ("" or NULL: for the card session)? */
+bool card_pin_verified_for(const card_t *c, int pin, const char *who);
+/* -EINVAL unless who is NULL or 1..CARD_WHO_MAX characters. */
+int card_who_check(const char *who);
+/* Drop every context record (card gone). */
+void card_who_free(card_t *c);
 
 #endif

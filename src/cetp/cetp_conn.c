@@ -21,8 +21,14 @@
  * Queues are bounded per subscription (queue_len frames); on overflow the
  * oldest frame of that subscription not yet on the wire is dropped.
  *
- * Host names are resolved with getaddrinfo(), which blocks; EventTo is in
- * practice an IP address of the practice LAN. */
+ * Addresses: an IP address in EventTo is used as it is; a host name is
+ * looked up on the resolver's threads (cetp_resolve.c), never on the loop,
+ * under the same connect_timeout as the connect itself (CONN_RESOLVING).
+ * Every address of the name is tried in turn ("localhost" is ::1 and
+ * 127.0.0.1, and a receiver may listen on only one of them); only when all
+ * of them failed does the attempt count as a failure. A lookup in progress
+ * is cancelled with its connection (unsubscribe, max_tries, stop). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -39,6 +45,7 @@
 static void conn_fail(cetp_conn_t *c, const char *why, int err);
 static void conn_pump(cetp_conn_t *c, bool may_fail);
 static void conn_connect(cetp_conn_t *c);
+static void conn_try_next(cetp_conn_t *c, int err);
 
 static void conn_arm(cetp_conn_t *c, uint64_t usec)
 {
@@ -54,7 +61,8 @@ static void conn_disarm(cetp_conn_t *c)
         sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
 }
 
-static void conn_close(cetp_conn_t *c)
+/* Only the socket (and its TLS session): the next address may follow. */
+static void conn_close_socket(cetp_conn_t *c)
 {
         if (c->ssl) {
                 SSL_free(c->ssl);
@@ -65,6 +73,16 @@ static void conn_close(cetp_conn_t *c)
                 close(c->fd);
         c->fd = -1;
         c->off = 0;
+}
+
+static void conn_close(cetp_conn_t *c)
+{
+        conn_close_socket(c);
+        cetp_resolve_cancel(c->lookup);
+        c->lookup = NULL;
+        if (c->ai)
+                freeaddrinfo(c->ai);
+        c->ai = c->ai_next = NULL;
         conn_disarm(c);
         c->state = CONN_IDLE;
 }
@@ -96,7 +114,14 @@ static int conn_timer(sd_event_source *s, uint64_t usec, void *ud)
                 if (c->head)
                         conn_connect(c);
                 break;
+        case CONN_RESOLVING:
+                conn_fail(c, "name resolution timed out", ETIMEDOUT);
+                break;
         case CONN_CONNECTING:
+                /* this address does not answer: the next one may */
+                conn_close_socket(c);
+                conn_try_next(c, ETIMEDOUT);
+                break;
         case CONN_HANDSHAKE:
                 conn_fail(c, "connect timed out", ETIMEDOUT);
                 break;
@@ -121,10 +146,7 @@ static void conn_fail(cetp_conn_t *c, const char *why, int err)
         if (c->failures >= svc->max_tries) {
                 kon_log_errno(LOG_WARNING, err, "cetp: %s: %s, %u failed attempts, dropping its subscriptions",
                               c->event_to, why, c->failures);
-                /* cetp_drop releases the subscriptions, the last one frees c */
-                for (size_t i = svc->nsubs; i-- > 0;)
-                        if (i < svc->nsubs && svc->subs[i]->conn == c)
-                                cetp_drop(svc, svc->subs[i], "max_tries");
+                cetp_drop_conn(svc, c, "max_tries"); /* frees c */
                 return;
         }
         kon_log_errno(LOG_INFO, err, "cetp: %s: %s (attempt %u of %u)", c->event_to, why, c->failures,
@@ -282,7 +304,8 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *ud)
                 if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
                         err = errno;
                 if (err) {
-                        conn_fail(c, "connect failed", err);
+                        conn_close_socket(c);
+                        conn_try_next(c, err);
                         return 0;
                 }
                 if (c->svc->ssl_ctx)
@@ -313,49 +336,116 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *ud)
         }
 }
 
-static void conn_connect(cetp_conn_t *c)
+/* Connect to one address. 0: in progress or done (c may be gone then:
+ * do not touch it), -errno: failed at once, the socket is closed again. */
+static int conn_start_socket(cetp_conn_t *c, const struct addrinfo *a)
 {
-        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-        struct addrinfo *ai = NULL;
-        char port[8];
         int r, one = 1;
 
-        snprintf(port, sizeof(port), "%u", c->port);
-        r = getaddrinfo(c->host, port, &hints, &ai);
-        if (r != 0 || !ai) {
-                if (ai)
-                        freeaddrinfo(ai);
-                conn_fail(c, "cannot resolve host", EHOSTUNREACH);
-                return;
-        }
-        c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (c->fd < 0) {
-                r = errno;
-                freeaddrinfo(ai);
-                conn_fail(c, "socket", r);
-                return;
-        }
+        c->fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd < 0)
+                return -errno;
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        r = connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 ? errno : 0;
-        freeaddrinfo(ai);
+        r = connect(c->fd, a->ai_addr, a->ai_addrlen) < 0 ? errno : 0;
         if (r != 0 && r != EINPROGRESS) {
-                conn_fail(c, "connect failed", r);
-                return;
+                conn_close_socket(c);
+                return -r;
         }
         if (sd_event_add_io(c->svc->core->loop, &c->io, c->fd, EPOLLOUT, conn_io, c) < 0) {
-                conn_fail(c, "cannot watch socket", ENOMEM);
-                return;
+                conn_close_socket(c);
+                return -ENOMEM;
         }
         c->state = CONN_CONNECTING;
         if (r == 0) {
                 /* loopback and LAN peers often complete at once */
+                conn_disarm(c);
                 if (c->svc->ssl_ctx)
                         conn_start_tls(c);
                 else
                         conn_opened(c);
-                return;
+                return 0;
         }
         conn_arm(c, c->svc->connect_timeout_us);
+        return 0;
+}
+
+/* The next address of the host, or a failed attempt when none is left
+ * (err: why the last one failed). */
+static void conn_try_next(cetp_conn_t *c, int err)
+{
+        while (c->ai_next) {
+                const struct addrinfo *a = c->ai_next;
+                int r;
+
+                c->ai_next = a->ai_next;
+                r = conn_start_socket(c, a);
+                if (r == 0)
+                        return;
+                err = -r;
+        }
+        conn_fail(c, err == ETIMEDOUT ? "connect timed out" : "connect failed", err);
+}
+
+static void conn_addresses(cetp_conn_t *c, struct addrinfo *ai)
+{
+        c->ai = c->ai_next = ai;
+        conn_try_next(c, EHOSTUNREACH);
+}
+
+static void on_resolved(void *ud, int gai, struct addrinfo *ai)
+{
+        cetp_conn_t *c = ud;
+
+        c->lookup = NULL;
+        conn_disarm(c);
+        if (gai != 0 || !ai) {
+                if (ai)
+                        freeaddrinfo(ai);
+                kon_info("cetp: %s: cannot resolve %s: %s", c->event_to, c->host,
+                         gai != 0 ? gai_strerror(gai) : "no address");
+                conn_fail(c, "cannot resolve host", EHOSTUNREACH);
+                return;
+        }
+        conn_addresses(c, ai);
+}
+
+static bool host_is_address(const char *host)
+{
+        unsigned char buf[sizeof(struct in6_addr)];
+
+        return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static void conn_connect(cetp_conn_t *c)
+{
+        cetp_service_t *svc = c->svc;
+        int r;
+
+        if (host_is_address(c->host)) {
+                /* numeric: getaddrinfo does not block */
+                struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+                struct addrinfo *ai = NULL;
+                char port[8];
+
+                snprintf(port, sizeof(port), "%u", c->port);
+                r = getaddrinfo(c->host, port, &hints, &ai);
+                if (r != 0 || !ai) {
+                        if (ai)
+                                freeaddrinfo(ai);
+                        conn_fail(c, "bad address", EHOSTUNREACH);
+                        return;
+                }
+                conn_addresses(c, ai);
+                return;
+        }
+        r = cetp_resolve(svc->resolver, c->host, c->port, on_resolved, c, &c->lookup);
+        if (r < 0) {
+                c->lookup = NULL;
+                conn_fail(c, "cannot start the name lookup", -r);
+                return;
+        }
+        c->state = CONN_RESOLVING;
+        conn_arm(c, svc->connect_timeout_us);
 }
 
 /* Write queued frames until the socket is full or the queue is empty.
@@ -409,9 +499,12 @@ static void conn_pump(cetp_conn_t *c, bool may_fail)
                         continue;
                 c->off = 0;
                 svc->stats.sent++;
-                if (f->sub)
-                        f->sub->overflowing = false;
+                cetp_sub_t *owner = f->sub;
+                if (owner)
+                        owner->overflowing = false;
                 frame_unlink(c, f);
+                if (owner && owner->notice)
+                        cetp_notice_sent(svc, owner);
         }
         /* Only a receiver that caught up counts as healthy again: frames
          * accepted by the kernel prove nothing about one that stopped

@@ -7,21 +7,33 @@
  * (cetp_conn.c). Subscriptions past their TerminationTime are skipped at
  * once and removed by a periodic sweep.
  *
- * Boot rule (gemSpec_Kon, BOOTUP/BOOTUP_COMPLETE): subscriptions do not
- * survive a restart of the Konnektor; client systems subscribe again when
- * they see the Konnektor boot. Start therefore deletes all stored
- * subscriptions. `[cetp] drop_at_boot = no` keeps and reloads them instead
- * (handy for PVS development against a Konnektor that is restarted often).
+ * Boot rule: the Konnektor starts with an empty list of subscriptions
+ * (gemSpec_Kon TIP1-A_4613) and, once the boot is complete, raises
+ * BOOTUP/BOOTUP_COMPLETE (TIP1-A_4508); a client system learns from that
+ * event that its subscriptions are gone and subscribes again (gemILF_PS
+ * 4.1.4.5). Since nobody can subscribe to an event raised before the first
+ * request is served, the start remembers the distinct EventTo of every
+ * stored subscription whose TerminationTime had not passed, deletes them
+ * all, and sends that one event, with an empty SubscriptionID, to each of
+ * those receivers: a "boot notice". A notice is delivered like any event
+ * (same connection, retries, max_tries) and then forgotten; it is never a
+ * subscription (GetSubscription does not list it). See cetp.h.
+ * `[cetp] drop_at_boot = no` keeps and reloads the subscriptions instead
+ * (handy for PVS development against a Konnektor that is restarted often);
+ * then BOOTUP/BOOTUP_COMPLETE reaches whoever subscribed to it, like any
+ * event, and no notices are sent.
  */
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cetp_private.h"
 
 #define MS 1000ull /* conf durations are in ms, timers in us */
 #define RENEW_MAX 1000
+#define BOOTUP_TOPIC "BOOTUP/BOOTUP_COMPLETE"
 
 static const char *const tls_choices[] = { "no", "yes", NULL };
 
@@ -53,7 +65,9 @@ static const kon_conf_key_t cetp_keys[] = {
         { .name = "tls_verify", .type = KON_CONF_BOOL, .def = "yes",
           .doc = "verify the receiver's certificate against ca_file and EventTo's host" },
         { .name = "ca_file", .type = KON_CONF_PATH, .doc = "trusted CAs for receivers (PEM); unset = system store" },
-        { .name = "client_cert", .type = KON_CONF_PATH, .doc = "certificate shown if a receiver asks for one (PEM)" },
+        { .name = "client_cert", .type = KON_CONF_PATH,
+          .doc = "certificate chain shown if a receiver asks for one (PEM; default with core.test_pki: "
+                 "konnektor-tls-rsa, or konnektor-tls-ecc for receivers that trust only the ECC CA)" },
         { .name = "client_key", .type = KON_CONF_PATH, .doc = "its private key (PEM)" },
         { .name = NULL },
 };
@@ -111,6 +125,69 @@ void cetp_drop(cetp_service_t *svc, cetp_sub_t *sub, const char *reason)
         svc->stats.removed++;
         kon_bus_emit(svc->core->bus, "CETP/SUBSCRIPTION_DROPPED", KON_EVT_OPERATION, KON_SEV_WARNING,
                      "SubscriptionID", id, "EventTo", to, "Reason", reason, NULL);
+}
+
+void cetp_drop_conn(cetp_service_t *svc, cetp_conn_t *c, const char *reason)
+{
+        /* notices first: while a subscription holds c, c stays */
+        for (size_t i = svc->nnotices; i-- > 0;) {
+                cetp_sub_t *n = svc->notices[i];
+                if (n->conn != c)
+                        continue;
+                kon_warn("cetp: boot notice to %s dropped (%s)", n->info.event_to, reason);
+                svc->notices[i] = svc->notices[--svc->nnotices];
+                bool last = c->nsubs == 1;
+                cetp_conn_put(c, n); /* frees c with its last user */
+                sub_free(n);
+                if (last)
+                        return;
+        }
+        /* cetp_drop releases the subscriptions, the last one frees c */
+        for (size_t i = svc->nsubs; i-- > 0;)
+                if (i < svc->nsubs && svc->subs[i]->conn == c)
+                        cetp_drop(svc, svc->subs[i], reason);
+}
+
+static int on_notice_sweep(sd_event_source *s, void *ud)
+{
+        cetp_service_t *svc = ud;
+
+        (void)s;
+        for (size_t i = svc->nnotices; i-- > 0;) {
+                cetp_sub_t *n = svc->notices[i];
+                if (!n->done)
+                        continue;
+                svc->notices[i] = svc->notices[--svc->nnotices];
+                if (n->conn)
+                        cetp_conn_put(n->conn, n);
+                sub_free(n);
+        }
+        return 0;
+}
+
+void cetp_notice_sent(cetp_service_t *svc, cetp_sub_t *notice)
+{
+        kon_info("cetp: boot notice delivered to %s", notice->info.event_to);
+        notice->done = true;
+        if (!svc->notice_sweep && sd_event_add_defer(svc->core->loop, &svc->notice_sweep, on_notice_sweep, svc) < 0)
+                abort();
+        sd_event_source_set_enabled(svc->notice_sweep, SD_EVENT_ONESHOT);
+}
+
+static void notices_free(cetp_service_t *svc)
+{
+        /* connections are freed separately (cetp_conn_free_all) */
+        for (size_t i = 0; i < svc->nnotices; i++)
+                sub_free(svc->notices[i]);
+        free(svc->notices);
+        svc->notices = NULL;
+        svc->nnotices = 0;
+        for (size_t i = 0; i < svc->nboot_to; i++)
+                free(svc->boot_to[i]);
+        free(svc->boot_to);
+        svc->boot_to = NULL;
+        svc->nboot_to = 0;
+        svc->notice_sweep = sd_event_source_disable_unref(svc->notice_sweep);
 }
 
 /* Take sub into the list (it already has a valid EventTo and filter). */
@@ -307,6 +384,8 @@ void cetp_stats(cetp_service_t *svc, cetp_stats_t *ret)
 {
         *ret = svc->stats;
         ret->subscriptions = svc->nsubs;
+        if (svc->resolver)
+                cetp_resolver_counts(svc->resolver, &ret->lookups, NULL);
 }
 
 static void on_event(void *ud, const kon_event_t *e)
@@ -335,6 +414,35 @@ static void on_event(void *ud, const kon_event_t *e)
                 if (!xml || len <= 0)
                         abort();
                 cetp_conn_enqueue(sub->conn, sub, xml, (size_t)len);
+                xmlFree(xml);
+        }
+        if (svc->nboot_to > 0 && strcasecmp(kon_event_topic(e), BOOTUP_TOPIC) == 0) {
+                xmlChar *xml = NULL;
+                int len = 0;
+
+                if (!doc)
+                        doc = cetp_event_doc(e, &sid);
+                /* no subscription is behind a boot notice */
+                xmlNodeSetContent(sid, BAD_CAST "");
+                xmlDocDumpMemoryEnc(doc, &xml, &len, "UTF-8");
+                if (!xml || len <= 0)
+                        abort();
+                for (size_t i = 0; i < svc->nboot_to; i++) {
+                        cetp_sub_t *n = kon_calloc(1, sizeof(*n));
+
+                        n->notice = true;
+                        kon_strlcpy(n->info.event_to, svc->boot_to[i], sizeof(n->info.event_to));
+                        n->conn = cetp_conn_get(svc, n->info.event_to);
+                        svc->notices = kon_realloc(svc->notices, (svc->nnotices + 1) * sizeof(*svc->notices));
+                        svc->notices[svc->nnotices++] = n;
+                        cetp_conn_enqueue(n->conn, n, xml, (size_t)len);
+                        free(svc->boot_to[i]);
+                }
+                kon_info("cetp: %s sent to %zu receiver(s) of subscriptions dropped at boot", BOOTUP_TOPIC,
+                         svc->nboot_to);
+                free(svc->boot_to);
+                svc->boot_to = NULL;
+                svc->nboot_to = 0;
                 xmlFree(xml);
         }
         if (xctx)
@@ -380,6 +488,75 @@ static void load_one(void *ud, const cetp_subscription_t *info)
         sub_add(svc, sub);
 }
 
+/* Remember the receivers of the subscriptions a boot deletes (see top). */
+static void collect_boot_to(void *ud, const cetp_subscription_t *info)
+{
+        cetp_service_t *svc = ud;
+        char host[CETP_HOST_MAX + 1];
+        uint16_t port;
+
+        if (info->termination_us <= kon_now_realtime_us() || cetp_parse_event_to(info->event_to, host, &port) < 0)
+                return;
+        for (size_t i = 0; i < svc->nboot_to; i++)
+                if (strcmp(svc->boot_to[i], info->event_to) == 0)
+                        return;
+        if (svc->nboot_to >= svc->max_subs)
+                return;
+        svc->boot_to = kon_realloc(svc->boot_to, (svc->nboot_to + 1) * sizeof(*svc->boot_to));
+        svc->boot_to[svc->nboot_to++] = kon_strdup(info->event_to);
+}
+
+/* With more than one identity loaded (core.test_pki: RSA and ECC), show
+ * the first that suits the receiver: signature algorithms it accepts and,
+ * if it named the CAs it trusts, issued under one of them. OpenSSL keeps
+ * one identity per key type, RSA's first, and that order is kept on
+ * purpose: in TLS 1.2 a server does not say which curves it takes, and a
+ * receiver without brainpoolP256r1 (most PVS TLS stacks) refuses an ECC
+ * certificate ("wrong curve") that it would have to trust first. So RSA
+ * goes to anyone who trusts the RSA CA, ECC to receivers that trust only
+ * the ECC one. Called only when a receiver asks for a certificate. */
+static bool identity_suits(SSL *ssl)
+{
+        STACK_OF(X509) *chain = NULL;
+        X509 *x = SSL_get_certificate(ssl);
+        EVP_PKEY *pk = SSL_get_privatekey(ssl);
+        int v;
+
+        if (!x || !pk)
+                return false;
+        SSL_get0_chain_certs(ssl, &chain);
+        v = SSL_check_chain(ssl, x, pk, chain);
+        return (v & CERT_PKEY_VALID) && (v & CERT_PKEY_ISSUER_NAME);
+}
+
+static int choose_identity(SSL *ssl, void *ud)
+{
+        (void)ud;
+        for (int r = SSL_set_current_cert(ssl, SSL_CERT_SET_FIRST); r == 1;
+             r = SSL_set_current_cert(ssl, SSL_CERT_SET_NEXT))
+                if (identity_suits(ssl)) {
+                        ERR_clear_error();
+                        return 1;
+                }
+        /* none suits: the first one; OpenSSL sends no certificate if it
+         * cannot be used, and the receiver decides */
+        SSL_set_current_cert(ssl, SSL_CERT_SET_FIRST);
+        ERR_clear_error();
+        return 1;
+}
+
+static int use_identity(cetp_service_t *svc, const char *cert, const char *key, char *err)
+{
+        if (SSL_CTX_use_certificate_chain_file(svc->ssl_ctx, cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(svc->ssl_ctx, key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(svc->ssl_ctx) != 1) {
+                snprintf(err, KON_MODULE_ERROR_MAX, "cannot use client certificate %s / key %s", cert, key);
+                ERR_clear_error();
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static int tls_setup(cetp_service_t *svc, const kon_conf_t *conf, char *err)
 {
         const char *ca = kon_conf_get_str(conf, "cetp", NULL, "ca_file");
@@ -414,13 +591,32 @@ static int tls_setup(cetp_service_t *svc, const kon_conf_t *conf, char *err)
                 snprintf(err, KON_MODULE_ERROR_MAX, "client_cert and client_key go together");
                 return -EINVAL;
         }
-        if (cert && (SSL_CTX_use_certificate_chain_file(svc->ssl_ctx, cert) != 1 ||
-                     SSL_CTX_use_PrivateKey_file(svc->ssl_ctx, key, SSL_FILETYPE_PEM) != 1 ||
-                     SSL_CTX_check_private_key(svc->ssl_ctx) != 1)) {
-                snprintf(err, KON_MODULE_ERROR_MAX, "cannot use client certificate %s / key %s", cert, key);
-                ERR_clear_error();
-                return -EINVAL;
+        if (cert) {
+                svc->identity = "client_cert";
+                return use_identity(svc, cert, key, err);
         }
+        if (svc->core->pki_dir) {
+                /* The Konnektor's own TLS identity towards client systems
+                 * (ID.AK.AUT, gemSpec_Kon TIP1-A_4514; gemILF_PS 4.1.1 for
+                 * CETP): in the test PKI konnektor-tls, RSA and ECC
+                 * (choose_identity picks per receiver). */
+                static const char *const alg[] = { "rsa", "ecc" };
+                for (size_t i = 0; i < KON_ARRAY_SIZE(alg); i++) {
+                        _cleanup_free_ char *c = kon_asprintf("%s/konnektor-tls-%s-chain.pem", svc->core->pki_dir,
+                                                              alg[i]);
+                        _cleanup_free_ char *k = kon_asprintf("%s/private/konnektor-tls-%s.key", svc->core->pki_dir,
+                                                              alg[i]);
+                        int r = use_identity(svc, c, k, err);
+                        if (r < 0)
+                                return r;
+                }
+                SSL_CTX_set_cert_cb(svc->ssl_ctx, choose_identity, NULL);
+                svc->identity = "konnektor-tls (test PKI)";
+                return 0;
+        }
+        svc->identity = NULL;
+        kon_notice("cetp: TLS without a client certificate (set [cetp] client_cert/client_key or core.test_pki): "
+                 "receivers that ask for one will refuse the Konnektor");
         return 0;
 }
 
@@ -467,8 +663,14 @@ static int cetp_start(void *priv, char *err)
                 free(emsg);
                 return r;
         }
+        r = cetp_resolver_new(svc->core->loop, &svc->resolver);
+        if (r < 0) {
+                snprintf(err, KON_MODULE_ERROR_MAX, "cannot start the name resolver");
+                return r;
+        }
         if (svc->drop_at_boot) {
-                if (cetp_store_delete_all(svc->core->store) < 0) {
+                if (cetp_store_load(svc->core->store, collect_boot_to, svc) < 0 ||
+                    cetp_store_delete_all(svc->core->store) < 0) {
                         snprintf(err, KON_MODULE_ERROR_MAX, "state store: cannot drop subscriptions");
                         return -EIO;
                 }
@@ -490,7 +692,8 @@ static int cetp_start(void *priv, char *err)
         }
         sd_event_source_set_enabled(svc->expire_timer, SD_EVENT_ON);
         svc->started = true;
-        kon_info("cetp: %zu subscription(s)%s", svc->nsubs, svc->drop_at_boot ? " (dropped at boot)" : "");
+        kon_info("cetp: %zu subscription(s)%s; %zu receiver(s) to tell of the boot", svc->nsubs,
+                 svc->drop_at_boot ? " (dropped at boot)" : "", svc->nboot_to);
         return 0;
 }
 
@@ -502,10 +705,14 @@ static void cetp_stop(void *priv)
         svc->bus_sub = NULL;
         svc->expire_timer = sd_event_source_disable_unref(svc->expire_timer);
         /* stored subscriptions stay for drop_at_boot = no; queued events are lost */
+        /* connections first: their queued frames point at subscriptions */
+        cetp_conn_free_all(svc);
         for (size_t i = 0; i < svc->nsubs; i++)
                 sub_free(svc->subs[i]);
         svc->nsubs = 0;
-        cetp_conn_free_all(svc);
+        notices_free(svc);
+        cetp_resolver_free(svc->resolver);
+        svc->resolver = NULL;
         svc->started = false;
 }
 

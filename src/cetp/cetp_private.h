@@ -4,12 +4,15 @@
 
 #include <libxml/tree.h>
 #include <libxml/xpath.h>
+#include <netdb.h>
 #include <openssl/ssl.h>
 #include "konnektor/cetp.h"
 #include "konnektor/core.h"
 
 typedef struct cetp_conn cetp_conn_t;
 typedef struct cetp_sub cetp_sub_t;
+typedef struct cetp_resolver cetp_resolver_t;
+typedef struct cetp_lookup cetp_lookup_t;
 
 struct cetp_sub {
         cetp_subscription_t info;
@@ -18,6 +21,8 @@ struct cetp_sub {
         size_t queued;                  /* frames of this subscription in conn's queue */
         uint64_t dropped;
         bool overflowing;               /* inside an overflow episode (logged once) */
+        bool notice;                    /* a boot notice (svc->notices), not a subscription */
+        bool done;                      /* notice delivered: released by the next sweep */
 };
 
 typedef struct cetp_frame {
@@ -29,6 +34,7 @@ typedef struct cetp_frame {
 
 typedef enum {
         CONN_IDLE,          /* no socket; connects when something is queued */
+        CONN_RESOLVING,     /* host name lookup on the resolver thread */
         CONN_CONNECTING,
         CONN_HANDSHAKE,     /* TLS */
         CONN_OPEN,
@@ -44,6 +50,8 @@ struct cetp_conn {
         cetp_conn_state_t state;
         int fd;
         SSL *ssl;
+        cetp_lookup_t *lookup;          /* CONN_RESOLVING */
+        struct addrinfo *ai, *ai_next;  /* addresses of host; ai_next: still to try */
         sd_event_source *io, *timer;
         cetp_frame_t *head, *tail;
         size_t off;                     /* bytes of head already written */
@@ -63,6 +71,9 @@ struct cetp_service {
         bool drop_at_boot, tls;
         SSL_CTX *ssl_ctx;
         bool tls_verify;
+        const char *identity;           /* what we show a receiver that asks (log) */
+
+        cetp_resolver_t *resolver;      /* host names of EventTo, off the loop */
 
         cetp_sub_t **subs;
         size_t nsubs, subs_cap;
@@ -71,6 +82,14 @@ struct cetp_service {
         sd_event_source *expire_timer;
         sd_event_source *kick;          /* defer: connects everything in kick_list */
         cetp_conn_t *kick_list;
+        /* Boot notices (BOOTUP/BOOTUP_COMPLETE to the receivers whose
+         * subscriptions the start deleted): the EventTos until the event
+         * comes, then one holder each until it is delivered. */
+        char **boot_to;
+        size_t nboot_to;
+        cetp_sub_t **notices;
+        size_t nnotices;
+        sd_event_source *notice_sweep;  /* defer: releases delivered notices */
         bool started;
         cetp_stats_t stats;
 };
@@ -89,6 +108,32 @@ void cetp_conn_free_all(cetp_service_t *svc);
 
 /* cetp_module.c: drop one subscription (store, memory, bus event). */
 void cetp_drop(cetp_service_t *svc, cetp_sub_t *sub, const char *reason);
+/* Drop every subscription and boot notice using c (max_tries); c is freed
+ * with the last of them: do not touch it afterwards. */
+void cetp_drop_conn(cetp_service_t *svc, cetp_conn_t *c, const char *reason);
+/* A boot notice's frame is on the wire: release it soon (not here: the
+ * caller is inside c's code, and the release may free c). */
+void cetp_notice_sent(cetp_service_t *svc, cetp_sub_t *notice);
+
+/* cetp_resolve.c: host name lookups on a small pool of threads.
+ * getaddrinfo() blocks (DNS timeouts are seconds), so it never runs on the
+ * loop. A lookup's result comes back on the loop through an eventfd; a
+ * lookup cancelled before that (conn closed, module stopped) is discarded.
+ * Threads never outlive their work by more than the lookup they are in:
+ * the resolver is reference counted, so stopping never waits for DNS. */
+typedef void (*cetp_lookup_cb_t)(void *ud, int gai_error, struct addrinfo *ai);
+int cetp_resolver_new(sd_event *loop, cetp_resolver_t **ret);
+/* Start a lookup of host:port (SOCK_STREAM). cb runs later on the loop,
+ * once, unless cancelled first; it owns ai (freeaddrinfo). -EAGAIN if too
+ * many lookups are pending. */
+int cetp_resolve(cetp_resolver_t *r, const char *host, uint16_t port, cetp_lookup_cb_t cb, void *ud,
+                 cetp_lookup_t **ret);
+/* cb will not run. NULL-safe. */
+void cetp_resolve_cancel(cetp_lookup_t *l);
+/* Cancels everything; threads exit after their current lookup. NULL-safe. */
+void cetp_resolver_free(cetp_resolver_t *r);
+/* Lookups started/pending, for tests and stats. */
+void cetp_resolver_counts(cetp_resolver_t *r, uint64_t *started, size_t *pending);
 
 /* cetp_store.c */
 int cetp_store_migrate(kon_store_t *s, char **errmsg);

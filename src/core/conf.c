@@ -899,6 +899,16 @@ static int parse_assignment(struct parser *p, unsigned line, const char *s, size
         r = parse_value(p->err, p->name, line, p->base_dir, sec, cur->instance, &sec->keys[k], text, &nv);
         if (r < 0)
                 return r;
+        if (sec->keys[k].check) {
+                char why[200];
+                const char *msg = sec->keys[k].check(nv.str, why, sizeof(why));
+
+                if (msg) {
+                        free(nv.str);
+                        return fail(p, line, "%s: %s",
+                                    key_label(lb, sizeof(lb), sec, cur->instance, &sec->keys[k]), msg);
+                }
+        }
         free(cur->values[k].str);
         cur->values[k] = nv;
         cur->values[k].line = line;
@@ -1150,6 +1160,11 @@ bool kon_conf_is_set(const kon_conf_t *c, const char *section, const char *insta
         const kon_conf_key_t *k;
 
         return lookup(c, section, instance, key, &k)->line != 0;
+}
+
+bool kon_conf_has_section(const kon_conf_t *c, const char *section)
+{
+        return schema_find(c, section, strlen(section)) != SIZE_MAX;
 }
 
 size_t kon_conf_instance_count(const kon_conf_t *c, const char *section)

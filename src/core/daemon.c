@@ -537,6 +537,8 @@ int kon_daemon_run(const kon_daemon_opts_t *opts)
                 code = KON_EXIT_SOFTWARE;
                 goto out;
         }
+        /* failed writes are EC_Security_Log_Not_Writable (protocol.h) */
+        kon_protocol_set_opstate(d.core.protocol, d.core.opstate);
         r = setup_signals(&d);
         if (r >= 0)
                 r = sd_event_set_watchdog(d.core.loop, true);

@@ -33,6 +33,14 @@
  * Failures (disk full, I/O errors, a lock held too long): the batch is
  * rolled back and its entries are counted as failed; the writer logs once
  * when an episode starts and once when writes work again, and keeps going.
+ * With an operating state registry attached (kon_protocol_set_opstate),
+ * the episode is also the error condition EC_Security_Log_Not_Writable
+ * (gemSpec_Kon TAB_KON_503; all protocols, the security protocol among
+ * them, live in the one table, so a failed write is one of the security
+ * protocol): set when the episode starts, cleared when a write works
+ * again. So that the condition does not outlive its cause when nothing is
+ * being logged, the writer then also probes every PROBE_INTERVAL_US with a
+ * write that leaves nothing behind (insert and delete a row, commit).
  *
  * Flush: kon_subscriber_flush makes sure on_event has run for everything
  * published before; then the flusher bumps a request counter and waits until
@@ -53,12 +61,15 @@
 #include <time.h>
 
 #include "konnektor/log.h"
+#include "konnektor/opstate.h"
 #include "konnektor/protocol.h"
 
 #define BUS_QUEUE_LEN 65536
 #define QUEUE_MAX 16384
 #define MAINTENANCE_INTERVAL_US (60u * 1000000u)
 #define STOP_FLUSH_TIMEOUT_US (10u * 1000000u)
+#define PROBE_INTERVAL_US (1u * 1000000u)
+#define EC_LOG_NOT_WRITABLE "EC_Security_Log_Not_Writable"
 
 static const char *const kind_names[_KON_PROTO_MAX] = {
         [KON_PROTO_OPERATIONS] = "operations",
@@ -327,6 +338,7 @@ struct kon_protocol {
         uint64_t maint_req, maint_done;
         bool stopping;
         uint64_t written, rotated, failed;
+        kon_opstate_t *opstate;  /* EC_Security_Log_Not_Writable; NULL = none */
 
         /* writer thread only */
         kon_store_t *store;
@@ -335,6 +347,8 @@ struct kon_protocol {
         uint64_t next_maint_us;  /* monotonic */
         bool failing;
         uint64_t failing_lost;
+        uint64_t next_probe_us;  /* monotonic; while failing with an opstate */
+        sqlite3_stmt *st_probe_ins, *st_probe_del;
 };
 
 static void rec_free(struct rec *r)
@@ -418,26 +432,74 @@ static void on_overflow(void *userdata, uint64_t missed)
         enqueue(p, r);
 }
 
+static kon_opstate_t *opstate_of(kon_protocol_t *p)
+{
+        kon_opstate_t *o;
+
+        pthread_mutex_lock(&p->lock);
+        o = p->opstate;
+        pthread_mutex_unlock(&p->lock);
+        return o;
+}
+
 /* Start/end of a failure episode: one log line each, not one per batch. */
 static void write_failed(kon_protocol_t *p, const char *what, uint64_t lost)
 {
         pthread_mutex_lock(&p->lock);
         p->failed += lost;
         pthread_mutex_unlock(&p->lock);
-        if (!p->failing)
-                kon_err("protocol: cannot write to %s (%s): %s; entries are lost until this is fixed",
-                        kon_store_path(p->store), what, sqlite3_errmsg(kon_store_db(p->store)));
+        if (!p->failing) {
+                char detail[256];
+                kon_opstate_t *o = opstate_of(p);
+
+                snprintf(detail, sizeof(detail), "%s: %s", what, sqlite3_errmsg(kon_store_db(p->store)));
+                kon_err("protocol: cannot write to %s (%s); entries are lost until this is fixed",
+                        kon_store_path(p->store), detail);
+                /* published on the bus (not under p->lock: our own
+                 * on_event takes it) */
+                if (o)
+                        kon_opstate_set(o, EC_LOG_NOT_WRITABLE, true, detail);
+                p->next_probe_us = kon_now_monotonic_us() + PROBE_INTERVAL_US;
+        }
         p->failing = true;
         p->failing_lost += lost;
 }
 
 static void write_succeeded(kon_protocol_t *p)
 {
-        if (p->failing)
+        if (p->failing) {
+                kon_opstate_t *o = opstate_of(p);
+
                 kon_notice("protocol: writing to %s works again; %" PRIu64 " entries were lost",
                            kon_store_path(p->store), p->failing_lost);
+                if (o)
+                        kon_opstate_set(o, EC_LOG_NOT_WRITABLE, false, NULL);
+        }
         p->failing = false;
         p->failing_lost = 0;
+}
+
+/* While failing: does a write reach the disk again? A row inserted and
+ * deleted in one transaction changes no entry, but the commit writes
+ * pages like any batch. */
+static void probe(kon_protocol_t *p)
+{
+        int ok = kon_store_begin(p->store) == 0;
+
+        if (ok) {
+                ok = sqlite3_step(p->st_probe_ins) == SQLITE_DONE;
+                sqlite3_reset(p->st_probe_ins);
+        }
+        if (ok) {
+                ok = sqlite3_step(p->st_probe_del) == SQLITE_DONE;
+                sqlite3_reset(p->st_probe_del);
+        }
+        if (ok && kon_store_commit(p->store) == 0) {
+                write_succeeded(p);
+                return;
+        }
+        kon_store_rollback(p->store);
+        p->next_probe_us = kon_now_monotonic_us() + PROBE_INTERVAL_US;
 }
 
 /* Delete the oldest entries of kind beyond max; returns the number deleted
@@ -583,17 +645,20 @@ static void *writer_main(void *arg)
 
         pthread_mutex_lock(&p->lock);
         for (;;) {
-                bool timer = false;
+                bool timer = false, probing = false;
 
                 while (!p->head && p->maint_req == p->maint_done && !p->stopping) {
                         struct timespec ts;
-                        uint64_t now = kon_now_monotonic_us();
+                        uint64_t now = kon_now_monotonic_us(), wake = p->next_maint_us;
 
-                        if (now >= p->next_maint_us) {
+                        probing = p->failing && p->opstate;
+                        if (probing && p->next_probe_us < wake)
+                                wake = p->next_probe_us;
+                        if (now >= wake) {
                                 timer = true;
                                 break;
                         }
-                        deadline_after(&ts, p->next_maint_us - now);
+                        deadline_after(&ts, wake - now);
                         pthread_cond_timedwait(&p->work, &p->lock, &ts);
                 }
 
@@ -609,7 +674,9 @@ static void *writer_main(void *arg)
 
                 if (batch)
                         write_batch(p, batch, &lim);
-                if (timer || req != p->maint_done || kon_now_monotonic_us() >= p->next_maint_us) {
+                else if (timer && probing && p->failing && kon_now_monotonic_us() >= p->next_probe_us)
+                        probe(p);
+                if (req != p->maint_done || kon_now_monotonic_us() >= p->next_maint_us) {
                         maintenance(p, &lim);
                         p->next_maint_us = kon_now_monotonic_us() + MAINTENANCE_INTERVAL_US;
                 }
@@ -642,6 +709,8 @@ static void protocol_free(kon_protocol_t *p)
         sqlite3_finalize(p->st_trim);
         sqlite3_finalize(p->st_age);
         sqlite3_finalize(p->st_count);
+        sqlite3_finalize(p->st_probe_ins);
+        sqlite3_finalize(p->st_probe_del);
         kon_store_close(p->store);
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->work);
@@ -705,7 +774,10 @@ int kon_protocol_start(kon_bus_t *bus, const char *db_path, const kon_proto_limi
             (r = prepare(p, "DELETE FROM protocol WHERE id IN"
                             " (SELECT id FROM protocol WHERE kind = ?1 ORDER BY id LIMIT ?2)", &p->st_trim)) < 0 ||
             (r = prepare(p, "DELETE FROM protocol WHERE kind = ?1 AND time_us < ?2", &p->st_age)) < 0 ||
-            (r = prepare(p, "SELECT count(*) FROM protocol WHERE kind = ?1", &p->st_count)) < 0)
+            (r = prepare(p, "SELECT count(*) FROM protocol WHERE kind = ?1", &p->st_count)) < 0 ||
+            (r = prepare(p, "INSERT INTO protocol(kind, time_us, seq, topic, type, severity, message, params)"
+                            " VALUES (0, 0, 0, 'PROTOCOL/PROBE', 0, 0, '', '{}')", &p->st_probe_ins)) < 0 ||
+            (r = prepare(p, "DELETE FROM protocol WHERE id = last_insert_rowid()", &p->st_probe_del)) < 0)
                 goto fail;
 
         /* The first round of the writer counts and rotates what is there. */
@@ -771,6 +843,16 @@ int kon_protocol_flush(kon_protocol_t *p, uint64_t timeout_us)
                 r = -EIO;
         pthread_mutex_unlock(&p->lock);
         return r;
+}
+
+void kon_protocol_set_opstate(kon_protocol_t *p, kon_opstate_t *o)
+{
+        if (!p)
+                return;
+        pthread_mutex_lock(&p->lock);
+        p->opstate = o;
+        pthread_cond_signal(&p->work); /* a failing writer starts probing */
+        pthread_mutex_unlock(&p->lock);
 }
 
 void kon_protocol_counters(kon_protocol_t *p, uint64_t *written, uint64_t *rotated,

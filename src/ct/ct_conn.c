@@ -198,6 +198,7 @@ static int update_io_events(ct_term_t *t, uint32_t events)
 static void flush_out(ct_term_t *t)
 {
         while (t->out_len > 0) {
+                ERR_clear_error(); /* a stale error would turn the result into SSL_ERROR_SSL */
                 int n = SSL_write(t->ssl, t->out, (int)t->out_len);
                 if (n <= 0) {
                         int e = SSL_get_error(t->ssl, n);
@@ -301,6 +302,7 @@ static void read_input(ct_term_t *t)
         sicct_msg_t m;
 
         for (;;) {
+                ERR_clear_error();
                 int n = SSL_read(t->ssl, buf, sizeof(buf));
                 if (n <= 0) {
                         int e = SSL_get_error(t->ssl, n);
@@ -885,6 +887,7 @@ static void on_handshake_done(ct_term_t *t)
 
 static void do_handshake(ct_term_t *t)
 {
+        ERR_clear_error();
         int r = SSL_connect(t->ssl);
 
         if (r == 1) {

@@ -171,6 +171,7 @@ static ssize_t conn_read(conn_t *c, void *buf, size_t len)
                 n = recv(c->fd, buf, len, MSG_DONTWAIT);
                 return n >= 0 ? n : (errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno);
         }
+        ERR_clear_error(); /* a stale error would turn the result into SSL_ERROR_SSL */
         n = SSL_read(c->ssl, buf, (int)len);
         if (n > 0)
                 return n;
@@ -195,6 +196,7 @@ static ssize_t conn_write(conn_t *c, const void *buf, size_t len)
                 n = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
                 return n >= 0 ? n : (errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno);
         }
+        ERR_clear_error();
         n = SSL_write(c->ssl, buf, (int)len);
         if (n > 0)
                 return n;
@@ -357,6 +359,7 @@ static int conn_handshake(conn_t *c)
         int r;
 
         if (c->ssl) {
+                ERR_clear_error();
                 r = SSL_do_handshake(c->ssl);
                 if (r != 1) {
                         switch (SSL_get_error(c->ssl, r)) {

@@ -94,6 +94,9 @@ void im_snapshot_free(im_snapshot_t *s)
         for (size_t k = 0; k < _INFOMODEL_ENTITY_MAX; k++) {
                 for (size_t i = 0; i < s->n[k]; i++) {
                         free(s->e[k][i].name);
+                        free(s->e[k][i].username);
+                        free(s->e[k][i].password_hash);
+                        infomodel_ids_done(&s->e[k][i].certs);
                         for (size_t l = 0; l < _INFOMODEL_LINK_MAX; l++)
                                 infomodel_ids_done(&s->e[k][i].link[l]);
                 }

@@ -27,9 +27,24 @@ static const kon_conf_key_t workplace_keys[] = {
         { .name = NULL }
 };
 
+static const char *const auth_choices[] = { "none", "basic", "certificate", NULL };
+
 static const kon_conf_key_t clientsystem_keys[] = {
         { .name = "name", .type = KON_CONF_STRING, .max = INFOMODEL_NAME_MAX, .reloadable = true,
           .doc = "display name of the Clientsystem" },
+        { .name = "auth", .type = KON_CONF_ENUM, .def = "none", .choices = auth_choices, .reloadable = true,
+          .doc = "how the Clientsystem authenticates: none, basic (TLS + HTTP Basic) or certificate "
+                 "(TLS + a registered client certificate)" },
+        { .name = "username", .type = KON_CONF_STRING, .max = INFOMODEL_USERNAME_MAX, .reloadable = true,
+          .check = im_check_username, .doc = "HTTP Basic user name (auth = basic)" },
+        { .name = "password_hash", .type = KON_CONF_STRING, .max = INFOMODEL_PWHASH_MAX, .reloadable = true,
+          .check = im_check_password_hash,
+          .doc = "scrypt hash of the HTTP Basic password from konnektord --hash-password (auth = basic)" },
+        { .name = "certificate", .type = KON_CONF_PATH, .reloadable = true, .check = im_check_cert_file,
+          .doc = "PEM file with the Clientsystem's client certificate(s) (auth = certificate)" },
+        { .name = "certificate_sha256", .type = KON_CONF_STRING, .max = 4000, .reloadable = true,
+          .check = im_check_sha256_list,
+          .doc = "SHA-256 fingerprints (of the DER) of further client certificates, separated by commas or blanks" },
         { .name = NULL }
 };
 

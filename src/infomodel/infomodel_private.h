@@ -12,6 +12,10 @@
 typedef struct {
         char id[INFOMODEL_ID_MAX + 1];
         char *name;                       /* Clientsystem only, else NULL */
+        /* Clientsystem only: authentication (infomodel_auth.c) */
+        infomodel_auth_t auth;
+        char *username, *password_hash;   /* NULL or "" when unused */
+        infomodel_ids_t certs;            /* SHA-256 hex of registered certificates, sorted */
         infomodel_ids_t link[_INFOMODEL_LINK_MAX]; /* b-sides of links whose a is this entity */
 } im_entity_t;
 
@@ -57,5 +61,16 @@ int im_store_load(kon_store_t *store, im_snapshot_t **ret);
 int im_store_seed(kon_store_t *store, const kon_conf_t *conf, char *err);
 /* Replace the snapshot by a fresh load from the store. */
 int im_reload(infomodel_t *im);
+
+/* Client system authentication (infomodel_auth.c). */
+infomodel_auth_t im_auth_from_name(const char *s);
+/* Fingerprints of every PEM certificate in path, appended to ret; why
+ * explains a failure. 0 or -errno/-EINVAL. */
+int im_cert_file_fingerprints(const char *path, infomodel_ids_t *ret, char *why, size_t len);
+/* kon_conf_key_t.check functions of [clientsystem] keys. */
+const char *im_check_password_hash(const char *v, char *buf, size_t len);
+const char *im_check_username(const char *v, char *buf, size_t len);
+const char *im_check_cert_file(const char *v, char *buf, size_t len);
+const char *im_check_sha256_list(const char *v, char *buf, size_t len);
 
 #endif

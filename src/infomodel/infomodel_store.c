@@ -54,6 +54,16 @@ static const kon_migration_t im_migrations[] = {
              LINK("im_workplace_remote_pin", "workplace", "im_workplace", "ctid", "im_terminal")
              "CREATE TABLE im_mandant_smb (mandant TEXT NOT NULL REFERENCES im_mandant(id) ON DELETE CASCADE, "
              "iccsn TEXT NOT NULL CHECK (length(iccsn) = 20), " ORIGIN ", PRIMARY KEY (mandant, iccsn));" },
+        /* client system authentication; certificates either from the
+         * configuration or issued by this Konnektor (--export-client-cert) */
+        { 2, "ALTER TABLE im_clientsystem ADD COLUMN auth TEXT NOT NULL DEFAULT 'none' "
+             "CHECK (auth IN ('none', 'basic', 'certificate'));"
+             "ALTER TABLE im_clientsystem ADD COLUMN username TEXT NOT NULL DEFAULT '';"
+             "ALTER TABLE im_clientsystem ADD COLUMN password_hash TEXT NOT NULL DEFAULT '';"
+             "CREATE TABLE im_clientsystem_cert (clientsystem TEXT NOT NULL REFERENCES im_clientsystem(id) "
+             "ON DELETE CASCADE, sha256 TEXT NOT NULL CHECK (length(sha256) = 64), "
+             "origin TEXT NOT NULL CHECK (origin IN ('config', 'issued')), subject TEXT NOT NULL DEFAULT '', "
+             "created INTEGER NOT NULL DEFAULT (strftime('%s', 'now')), PRIMARY KEY (clientsystem, sha256));" },
 };
 
 int im_store_migrate(kon_store_t *store, char *err)
@@ -92,7 +102,8 @@ int im_store_load(kon_store_t *store, im_snapshot_t **ret)
         for (size_t k = 0; k < _INFOMODEL_ENTITY_MAX && r == 0; k++) {
                 size_t cap = 0;
                 r = prepare(store, &st, "SELECT id%s FROM %s ORDER BY id",
-                            k == INFOMODEL_CLIENTSYSTEM ? ", name" : "", im_entity_table[k]);
+                            k == INFOMODEL_CLIENTSYSTEM ? ", name, auth, username, password_hash" : "",
+                            im_entity_table[k]);
                 if (r < 0)
                         break;
                 while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -103,8 +114,12 @@ int im_store_load(kon_store_t *store, im_snapshot_t **ret)
                         im_entity_t *e = &s->e[k][s->n[k]++];
                         memset(e, 0, sizeof(*e));
                         kon_strlcpy(e->id, (const char *)sqlite3_column_text(st, 0), sizeof(e->id));
-                        if (k == INFOMODEL_CLIENTSYSTEM)
+                        if (k == INFOMODEL_CLIENTSYSTEM) {
                                 e->name = kon_strdup((const char *)sqlite3_column_text(st, 1));
+                                e->auth = im_auth_from_name((const char *)sqlite3_column_text(st, 2));
+                                e->username = kon_strdup((const char *)sqlite3_column_text(st, 3));
+                                e->password_hash = kon_strdup((const char *)sqlite3_column_text(st, 4));
+                        }
                 }
                 if (rc != SQLITE_DONE)
                         r = -EIO;
@@ -121,6 +136,20 @@ int im_store_load(kon_store_t *store, im_snapshot_t **ret)
                         im_entity_t *e = im_find(s, d->a_kind, (const char *)sqlite3_column_text(st, 0));
                         if (e) /* foreign keys make a miss impossible */
                                 im_ids_push(&e->link[l], (const char *)sqlite3_column_text(st, 1));
+                }
+                if (rc != SQLITE_DONE)
+                        r = -EIO;
+                sqlite3_finalize(st);
+                st = NULL;
+        }
+        if (r == 0)
+                r = prepare(store, &st, "SELECT clientsystem, sha256 FROM im_clientsystem_cert "
+                                        "ORDER BY clientsystem, sha256");
+        if (r == 0) {
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        im_entity_t *e = im_find(s, INFOMODEL_CLIENTSYSTEM, (const char *)sqlite3_column_text(st, 0));
+                        if (e)
+                                im_ids_push(&e->certs, (const char *)sqlite3_column_text(st, 1));
                 }
                 if (rc != SQLITE_DONE)
                         r = -EIO;
@@ -156,10 +185,15 @@ int im_reload(infomodel_t *im)
 typedef struct {
         infomodel_ids_t ids[_INFOMODEL_ENTITY_MAX];
         infomodel_ids_t pairs[_INFOMODEL_LINK_MAX][2]; /* parallel a/b lists */
+        infomodel_ids_t *certs;   /* per [clientsystem] instance (file order): fingerprints */
+        size_t n_certs;
 } seed_t;
 
 static void seed_done(seed_t *sd)
 {
+        for (size_t i = 0; i < sd->n_certs; i++)
+                infomodel_ids_done(&sd->certs[i]);
+        free(sd->certs);
         for (size_t k = 0; k < _INFOMODEL_ENTITY_MAX; k++)
                 infomodel_ids_done(&sd->ids[k]);
         for (size_t l = 0; l < _INFOMODEL_LINK_MAX; l++) {
@@ -188,6 +222,61 @@ static int seed_list(seed_t *sd, const kon_conf_t *conf, const char *section, co
                 im_ids_push(&sd->pairs[link][1], tok);
                 if (b_kind >= 0)
                         im_ids_push(&sd->ids[b_kind], tok);
+        }
+        return 0;
+}
+
+/* Check what each [clientsystem] says about authentication and read the
+ * fingerprints of its certificates. */
+static int seed_collect_auth(seed_t *sd, const kon_conf_t *conf, char *err)
+{
+        sd->n_certs = kon_conf_instance_count(conf, "clientsystem");
+        sd->certs = kon_calloc(sd->n_certs ? sd->n_certs : 1, sizeof(*sd->certs));
+        for (size_t i = 0; i < sd->n_certs; i++) {
+                const char *inst = kon_conf_instance_name(conf, "clientsystem", i);
+                infomodel_auth_t a = im_auth_from_name(kon_conf_get_str(conf, "clientsystem", inst, "auth"));
+                const char *path = kon_conf_get_str(conf, "clientsystem", inst, "certificate");
+                const char *list = kon_conf_get_str(conf, "clientsystem", inst, "certificate_sha256");
+                bool user = kon_conf_is_set(conf, "clientsystem", inst, "username");
+                bool hash = kon_conf_is_set(conf, "clientsystem", inst, "password_hash");
+
+                if (a == INFOMODEL_AUTH_BASIC && (!user || !hash)) {
+                        snprintf(err, KON_MODULE_ERROR_MAX,
+                                 "[clientsystem \"%s\"]: auth = basic needs username and password_hash "
+                                 "(make the hash with konnektord --hash-password)", inst);
+                        return -EINVAL;
+                }
+                if (a != INFOMODEL_AUTH_BASIC && (user || hash))
+                        kon_warn("[clientsystem \"%s\"]: username/password_hash are ignored with auth = %s", inst,
+                                 infomodel_auth_name(a));
+                if (path) {
+                        char why[300];
+                        int r = im_cert_file_fingerprints(path, &sd->certs[i], why, sizeof(why));
+
+                        if (r < 0) {
+                                snprintf(err, KON_MODULE_ERROR_MAX, "clientsystem.%s.certificate: %.180s", inst, why);
+                                return r;
+                        }
+                }
+                if (list) {
+                        _cleanup_free_ char *copy = kon_strdup(list);
+                        char *save = NULL;
+
+                        for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+                                char fp[INFOMODEL_SHA256_HEX + 1];
+
+                                if (!infomodel_sha256_parse(tok, fp)) {
+                                        snprintf(err, KON_MODULE_ERROR_MAX,
+                                                 "clientsystem.%s.certificate_sha256: \"%.80s\" is not a SHA-256 "
+                                                 "fingerprint", inst, tok);
+                                        return -EINVAL;
+                                }
+                                im_ids_push(&sd->certs[i], fp);
+                        }
+                }
+                im_ids_sort_unique(&sd->certs[i]);
+                if (a != INFOMODEL_AUTH_CERTIFICATE && sd->certs[i].n)
+                        kon_warn("[clientsystem \"%s\"]: certificates are only used with auth = certificate", inst);
         }
         return 0;
 }
@@ -234,7 +323,7 @@ static int seed_collect(seed_t *sd, const kon_conf_t *conf, char *err)
                 }
         for (size_t k = 0; k < _INFOMODEL_ENTITY_MAX; k++)
                 im_ids_sort_unique(&sd->ids[k]);
-        return 0;
+        return seed_collect_auth(sd, conf, err);
 }
 
 static int step_done(sqlite3_stmt *st)
@@ -244,6 +333,43 @@ static int step_done(sqlite3_stmt *st)
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
         return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* The authentication of every configured Clientsystem: level and Basic
+ * credentials as the file says, its configured certificates replaced,
+ * issued ones kept. */
+static int seed_auth(kon_store_t *store, const kon_conf_t *conf, const seed_t *sd)
+{
+        sqlite3_stmt *up = NULL, *ins = NULL;
+        int r;
+
+        r = kon_store_exec(store, "DELETE FROM im_clientsystem_cert WHERE origin = 'config'", NULL);
+        if (r == 0)
+                r = prepare(store, &up, "UPDATE im_clientsystem SET auth = ?, username = ?, password_hash = ? "
+                                        "WHERE id = ?");
+        if (r == 0)
+                r = prepare(store, &ins, "INSERT INTO im_clientsystem_cert(clientsystem, sha256, origin) "
+                                         "VALUES (?, ?, 'config') ON CONFLICT(clientsystem, sha256) DO NOTHING");
+        for (size_t i = 0; r == 0 && i < kon_conf_instance_count(conf, "clientsystem"); i++) {
+                const char *inst = kon_conf_instance_name(conf, "clientsystem", i);
+                const char *user = kon_conf_get_str(conf, "clientsystem", inst, "username");
+                const char *hash = kon_conf_get_str(conf, "clientsystem", inst, "password_hash");
+                const infomodel_ids_t *fps = &sd->certs[i];
+
+                sqlite3_bind_text(up, 1, kon_conf_get_str(conf, "clientsystem", inst, "auth"), -1, SQLITE_STATIC);
+                sqlite3_bind_text(up, 2, user ? user : "", -1, SQLITE_STATIC);
+                sqlite3_bind_text(up, 3, hash ? hash : "", -1, SQLITE_STATIC);
+                sqlite3_bind_text(up, 4, inst, -1, SQLITE_STATIC);
+                r = step_done(up);
+                for (size_t k = 0; r == 0 && k < fps->n; k++) {
+                        sqlite3_bind_text(ins, 1, inst, -1, SQLITE_STATIC);
+                        sqlite3_bind_text(ins, 2, fps->id[k], -1, SQLITE_STATIC);
+                        r = step_done(ins);
+                }
+        }
+        sqlite3_finalize(up);
+        sqlite3_finalize(ins);
+        return r;
 }
 
 static int seed_write(kon_store_t *store, const kon_conf_t *conf, const seed_t *sd)
@@ -298,6 +424,8 @@ static int seed_write(kon_store_t *store, const kon_conf_t *conf, const seed_t *
                 sqlite3_finalize(st);
                 st = NULL;
         }
+        if (r == 0)
+                r = seed_auth(store, conf, sd);
         for (size_t l = 0; l < _INFOMODEL_LINK_MAX && r == 0; l++) {
                 const im_link_desc_t *d = &im_link_desc[l];
                 _cleanup_free_ char *sql = kon_asprintf("DELETE FROM %s WHERE origin = 'config'", d->table);
@@ -463,6 +591,25 @@ int infomodel_clientsystem_set_name(infomodel_t *im, const char *id, const char 
         if (changes == 0)
                 return -ENOENT;
         publish(im, "Rename", infomodel_entity_name(INFOMODEL_CLIENTSYSTEM), id, name);
+        return 0;
+}
+
+int infomodel_clientsystem_add_issued_cert(infomodel_t *im, const char *id, const char *sha256, const char *subject)
+{
+        char fp[INFOMODEL_SHA256_HEX + 1];
+        int changes = 0, r;
+
+        if (!infomodel_id_valid(id) || !sha256 || !infomodel_sha256_parse(sha256, fp))
+                return -EINVAL;
+        if (!exists(im, INFOMODEL_CLIENTSYSTEM, id))
+                return -ENOENT;
+        r = write1(im,
+                   "INSERT INTO im_clientsystem_cert(clientsystem, sha256, origin, subject) VALUES (?, ?, 'issued', ?) "
+                   "ON CONFLICT(clientsystem, sha256) DO UPDATE SET origin = 'issued', subject = excluded.subject",
+                   id, fp, subject ? subject : "", &changes);
+        if (r < 0)
+                return r;
+        publish(im, "Configure", "ClientsystemCertificate", id, fp);
         return 0;
 }
 

@@ -210,6 +210,7 @@ void kt_conn_close(kt_conn_t *c, bool sign_off, const char *why)
         if (sign_off && c->ssl && c->state != KTEMU_CONN_HANDSHAKE && !c->broken) {
                 /* best effort: whatever the socket takes now, then close_notify */
                 while (c->out_len > 0) {
+                        ERR_clear_error(); /* a stale error would turn the result into SSL_ERROR_SSL */
                         int n = SSL_write(c->ssl, c->out, (int)c->out_len);
 
                         if (n <= 0)
@@ -254,6 +255,7 @@ static void conn_break(kt_conn_t *c)
 static void conn_flush(kt_conn_t *c)
 {
         while (c->out_len > 0 && !c->broken) {
+                ERR_clear_error();
                 int n = SSL_write(c->ssl, c->out, (int)c->out_len);
 
                 if (n > 0) {
@@ -591,6 +593,7 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         (void)s;
         (void)fd;
         if (c->state == KTEMU_CONN_HANDSHAKE) {
+                ERR_clear_error();
                 int r = SSL_do_handshake(c->ssl);
 
                 if (r != 1) {
@@ -616,6 +619,7 @@ static int conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         if (c->broken || k->fault == KTEMU_FAULT_HANG)
                 return 0;
         for (;;) {
+                ERR_clear_error();
                 int n = SSL_read(c->ssl, buf, sizeof(buf));
 
                 if (n > 0) {

@@ -240,12 +240,13 @@ static void cmd_reset(kt_conn_t *c, const sicct_capdu_t *a, const sicct_msg_t *m
         power_on(c, a->p1, a->p2, m->env.seq);
 }
 
-/* EJECT ICC (15): the card is deactivated; a virtual card cannot be pushed
- * out, so it stays present. 9000 also for an empty slot (our choice). */
+/* EJECT ICC (15): the card is deactivated and pushed out, as a motorised
+ * slot does: the virtual card leaves the slot (the operator inserts it
+ * again with kt-ctl), and the terminal reports CARD REMOVED after the
+ * answer. 9000 also for an empty slot (our choice). */
 static void cmd_eject(kt_conn_t *c, const sicct_capdu_t *a, const sicct_msg_t *m)
 {
         sicct_fu_cmd_t f;
-        kt_slot_t *s;
         int r;
 
         r = sicct_fu_cmd_parse(a, SICCT_INS_EJECT_ICC, &f);
@@ -255,12 +256,9 @@ static void cmd_eject(kt_conn_t *c, const sicct_capdu_t *a, const sicct_msg_t *m
                 return respond_sw(c, 0, m->env.seq, SICCT_SW_WRONG_P1P2);
         if (f.text)
                 kt_display_add(c->k, "", f.text, f.text_len);
-        s = &c->k->slots[f.fu - 1];
-        if (s->card && s->powered) {
-                vcard_power_off(s->card);
-                s->powered = false;
-        }
         respond_sw(c, 0, m->env.seq, SICCT_SW_OK);
+        if (c->k->slots[f.fu - 1].card)
+                ktemu_remove(c->k, f.fu);
 }
 
 static void cmd_output(kt_conn_t *c, const sicct_capdu_t *a, const sicct_msg_t *m)

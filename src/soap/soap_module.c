@@ -31,21 +31,21 @@
  *
  * Hand-over to the main loop: terminal, card and service-registry state
  * belong to the main loop (ct_list, card_list, kon_core_lookup are not
- * thread-safe), and sd-event may not be touched from another thread. The
- * handler therefore queues a job (mutex-protected list), wakes the loop
- * through an eventfd watched by an sd-event I/O source, and waits on a
- * condition variable, at most JOB_TIMEOUT_MS. The loop copies the few
- * hundred bytes per terminal and card into the job and signals; everything
- * else (parsing, validation, the access check, which is thread-safe, and
- * serialisation) stays on the handler thread, so the loop never blocks on a
- * client. Jobs are filled while the lock is held, so a job is either queued
- * or done: a handler that times out simply unlinks it. stop() fails queued
- * jobs and refuses new ones before it joins the HTTP threads, so no
- * handler waits for a loop that is busy stopping. https.h offers no
- * suspend/resume, which is why the handler blocks; the listeners run
- * several libmicrohttpd threads so one slow call does not hold up others.
- * The EventService subscription operations use the same hand-over to run
- * the CETP engine (cetp.h: main loop only) after the access check.
+ * thread-safe), and sd-event may not be touched from another thread. A
+ * handler therefore queues a job (soap_env_t.loop: mutex-protected list),
+ * wakes the loop through an eventfd watched by an sd-event I/O source, and
+ * waits on a condition variable. On the loop the job's function runs: a
+ * snapshot copies the few hundred bytes per terminal and card and ends at
+ * once; a card operation (PIN entry on the terminal's pad, a signature)
+ * starts its card_* call and ends from the callback. Everything else
+ * (parsing, validation, the access check, which is thread-safe, and
+ * serialisation) stays on the handler thread, so the loop never blocks on
+ * a client. A job with a deadline is cancelled on the loop when it passes
+ * (card_cancel/ct_cancel for the job), and stop() fails queued jobs and
+ * cancels running ones before it joins the HTTP threads, so every waiting
+ * handler is woken. https.h offers no suspend/resume, which is why the
+ * handler blocks; the listeners run [soap] worker_threads libmicrohttpd
+ * threads so that PIN entries in progress do not hold up other calls.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -66,7 +66,6 @@
 #include "soap_private.h"
 
 #define SDS_PATH "/connector.sds"
-#define JOB_TIMEOUT_MS 10000
 
 static const char *const auth_levels[] = { "none", "optional", "required", NULL };
 
@@ -93,6 +92,10 @@ static const kon_conf_key_t soap_keys[] = {
           .doc = "client certificate for connector.sds: none, optional or required" },
         { .name = "services_client_auth", .type = KON_CONF_ENUM, .def = "none", .choices = auth_levels,
           .doc = "client certificate for the SOAP services: none, optional or required" },
+        { .name = "client_issuer_cert", .type = KON_CONF_PATH,
+          .doc = "CA certificate (PEM) that konnektord --export-client-cert issues client certificates from "
+                 "(default with core.test_pki: its komp-ca of the key's algorithm)" },
+        { .name = "client_issuer_key", .type = KON_CONF_PATH, .doc = "key of client_issuer_cert, PEM" },
         { .name = "tls_mandatory", .type = KON_CONF_BOOL,
           .doc = "TLSMandatory reported in connector.sds (default: from the vendor profile)" },
         { .name = "client_aut_mandatory", .type = KON_CONF_BOOL,
@@ -123,6 +126,8 @@ static const kon_conf_key_t soap_keys[] = {
           .doc = "concurrent connections per listener; more are closed before the TLS handshake" },
         { .name = "handshake_timeout", .type = KON_CONF_DURATION, .def = "10s", .min = 100, .max = 600000,
           .doc = "from TCP accept to completed TLS handshake" },
+        { .name = "worker_threads", .type = KON_CONF_INT, .def = "16", .min = 2, .max = 256,
+          .doc = "threads per listener answering requests; a PIN entry in progress holds one" },
         { .name = "idle_timeout", .type = KON_CONF_DURATION, .def = "60s", .min = 100, .max = 3600000,
           .doc = "a connection without an answered request for this long is closed" },
         { .name = NULL }
@@ -147,6 +152,7 @@ struct soap_service {
         char *product_type, *product_type_version, *vendor_id, *product_code, *hw_version, *fw_version,
                 *vendor_name, *product_name, *instance;
         bool tls_mandatory, client_aut_mandatory;
+        bool cs_cert_auth;      /* a [clientsystem] has auth = certificate: ask for certificates */
         char fallback_host[SOAP_HOST_MAX];      /* listen host for URLs, IPv6 bracketed */
         /* start() input */
         char listen_host[64], plain_host[64];
@@ -157,26 +163,31 @@ struct soap_service {
         char *key_paths[4];
         char *client_ca;
         bool tls12_only;
-        unsigned max_connections, handshake_ms, idle_ms;
+        unsigned max_connections, handshake_ms, idle_ms, workers;
         /* compiled in create(), read-only afterwards */
         xmlSchemaPtr schemas[SOAP_SVC_COUNT];
         char *schema_err[SOAP_SVC_COUNT];
         /* hand-over to the main loop (see the top of this file) */
         pthread_mutex_t lock;
         pthread_cond_t cond;
-        struct soap_job *queue;
+        soap_loop_job_t *queue;         /* waiting for the loop, under lock */
+        soap_loop_job_t *running;       /* started on the loop, loop only */
         bool accepting;
         int wake_fd;
         sd_event_source *wake_src;
 };
 
-typedef struct soap_job {
-        struct soap_job *next;
-        bool done;
+struct soap_loop_job {
+        struct soap_loop_job *next;     /* queued (under lock), then in flight (loop only) */
+        soap_service_t *s;
+        soap_loop_fn fn;
+        void *arg;
+        unsigned timeout_ms;
+        sd_event_source *timer;
+        void (*cancel)(soap_loop_job_t *job, void *arg);
+        bool done;                      /* under lock; the handler may return once set */
         int result;
-        soap_data_t data;
-        soap_sub_job_t *sub;    /* not NULL: a CETP operation instead of the snapshot */
-} soap_job_t;
+};
 
 uint16_t soap_service_port(const soap_service_t *s)
 {
@@ -282,11 +293,10 @@ static int serve_sds(soap_service_t *s, https_request_t *req, const https_peer_t
 
 /* ---- the main-loop hand-over ------------------------------------------------ */
 
-static void copy_state(soap_service_t *s, soap_job_t *j)
+static void copy_state(soap_service_t *s, soap_data_t *d)
 {
         ct_service_t *ct = kon_core_lookup(s->core, "ct");
         card_service_t *cs = kon_core_lookup(s->core, "card");
-        soap_data_t *d = &j->data;
         size_t n;
 
         if (ct && (n = ct_list(ct, NULL, 0)) > 0) {
@@ -309,133 +319,151 @@ static void copy_state(soap_service_t *s, soap_job_t *j)
         }
 }
 
-/* The cetp_* functions are main-loop functions (cetp.h), so they run here,
- * under the lock like copy_state: a handler that timed out has unlinked
- * its job, so no job runs after its handler gave up. */
-static int run_sub(soap_service_t *s, soap_sub_job_t *j)
+void *soap_loop_arg(soap_loop_job_t *j)
 {
-        cetp_service_t *svc = kon_core_lookup(s->core, "cetp");
-        const soap_call_t *c = j->call;
+        return j->arg;
+}
 
-        if (!svc)
-                return -ENOTSUP;
-        switch (j->op) {
-        case SOAP_OP_SUBSCRIBE:
-                j->result = cetp_subscribe(svc, &j->ctx, c->event_to, c->topic, c->filter, j->id,
-                                           &j->termination_us);
-                break;
-        case SOAP_OP_UNSUBSCRIBE:
-                j->result = c->n_ids ? cetp_unsubscribe_id(svc, &j->ctx, c->ids[0])
-                                     : cetp_unsubscribe_eventto(svc, &j->ctx, c->event_to);
-                break;
-        case SOAP_OP_GET_SUBSCRIPTION:
-                j->result = cetp_get(svc, &j->ctx, c->n_ids ? c->ids[0] : NULL, &j->subs, &j->n_subs);
-                break;
-        case SOAP_OP_RENEW_SUBSCRIPTIONS: {
-                const char *ids[1000];
-                size_t n = c->n_ids < 1000 ? c->n_ids : 1000;
+kon_core_t *soap_loop_core(soap_loop_job_t *j)
+{
+        return j->s->core;
+}
 
-                for (size_t i = 0; i < n; i++)
-                        ids[i] = c->ids[i];
-                j->result = cetp_renew(svc, &j->ctx, ids, n, j->renewals);
-                break;
-        }
-        default:
-                j->result = -EINVAL;
-        }
+void soap_loop_on_cancel(soap_loop_job_t *j, void (*cancel)(soap_loop_job_t *job, void *arg))
+{
+        j->cancel = cancel;
+}
+
+/* Main loop. After done is set the handler may return and the job (on
+ * its stack) is gone, so that is the last touch. */
+void soap_loop_done(soap_loop_job_t *j, int result)
+{
+        soap_service_t *s = j->s;
+
+        for (soap_loop_job_t **p = &s->running; *p; p = &(*p)->next)
+                if (*p == j) {
+                        *p = j->next;
+                        break;
+                }
+        j->timer = sd_event_source_disable_unref(j->timer);
+        pthread_mutex_lock(&s->lock);
+        j->result = result;
+        j->done = true;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* Nothing of the job may run after this: its card and terminal commands
+ * are forgotten, the service drops its own timers. */
+static void job_cancel(soap_loop_job_t *j, int result)
+{
+        ct_service_t *ct = kon_core_lookup(j->s->core, "ct");
+        card_service_t *cs = kon_core_lookup(j->s->core, "card");
+
+        if (cs)
+                card_cancel(cs, j);
+        if (ct)
+                ct_cancel(ct, j);
+        if (j->cancel)
+                j->cancel(j, j->arg);
+        soap_loop_done(j, result);
+}
+
+static int on_job_timeout(sd_event_source *src, uint64_t usec, void *ud)
+{
+        soap_loop_job_t *j = ud;
+
+        (void)src;
+        (void)usec;
+        kon_debug("soap: a card or terminal operation ran into its deadline; cancelled");
+        job_cancel(j, -ETIMEDOUT);
         return 0;
 }
 
 static int on_wake(sd_event_source *src, int fd, uint32_t revents, void *ud)
 {
         soap_service_t *s = ud;
+        soap_loop_job_t *list;
         uint64_t v;
 
         (void)src;
         (void)revents;
         if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
                 kon_warn("soap: wake-up read: %s", strerror(errno));
+        /* take the queue, then run without the lock: a job may finish at
+         * once (soap_loop_done takes the lock) */
         pthread_mutex_lock(&s->lock);
-        while (s->queue) {
-                soap_job_t *j = s->queue;
-
-                s->queue = j->next;
-                if (j->sub) {
-                        j->result = run_sub(s, j->sub);
-                } else {
-                        copy_state(s, j);
-                        j->result = 0;
-                }
-                j->done = true;
-        }
-        pthread_cond_broadcast(&s->cond);
+        list = s->queue;
+        s->queue = NULL;
         pthread_mutex_unlock(&s->lock);
+        while (list) {
+                soap_loop_job_t *j = list;
+
+                list = j->next;
+                j->next = s->running;
+                s->running = j;
+                if (j->timeout_ms) {
+                        uint64_t now = 0;
+
+                        sd_event_now(s->core->loop, CLOCK_MONOTONIC, &now);
+                        if (sd_event_add_time(s->core->loop, &j->timer, CLOCK_MONOTONIC,
+                                              now + (uint64_t)j->timeout_ms * 1000, 0, on_job_timeout, j) < 0) {
+                                soap_loop_done(j, -ENOMEM);
+                                continue;
+                        }
+                }
+                j->fn(j, s->core, j->arg);
+        }
         return 0;
 }
 
 typedef struct {
         soap_service_t *s;
+        soap_auth_conn_t auth;  /* the connection's credentials (client_auth) */
 } call_ctx_t;
 
-/* Queue job, wake the loop, wait for it. Handler thread. */
-static void hand_over(soap_service_t *s, soap_job_t *j)
+/* soap_env_t.loop: queue the job, wake the loop, wait until it is done.
+ * Handler thread. The loop ends every job (stop() included), so the wait
+ * needs no deadline of its own. */
+static int loop_call(void *ud, soap_loop_fn fn, void *arg, unsigned timeout_ms)
 {
-        struct timespec deadline;
+        call_ctx_t *cc = ud;
+        soap_service_t *s = cc->s;
+        soap_loop_job_t j = { .s = s, .fn = fn, .arg = arg, .timeout_ms = timeout_ms };
         uint64_t one = 1;
-        int r = 0;
 
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += JOB_TIMEOUT_MS / 1000;
-        deadline.tv_nsec += (long)(JOB_TIMEOUT_MS % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-        }
         pthread_mutex_lock(&s->lock);
         if (!s->accepting) {
                 pthread_mutex_unlock(&s->lock);
-                j->result = -ESHUTDOWN;
-                return;
+                return -ESHUTDOWN;
         }
-        j->next = s->queue;
-        s->queue = j;
+        j.next = s->queue;
+        s->queue = &j;
         if (write(s->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
                 kon_warn("soap: wake-up write: %s", strerror(errno));
-        while (!j->done && r == 0)
-                r = pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
-        if (!j->done)
-                /* filled only under the lock, so still queued: unlink */
-                for (soap_job_t **p = &s->queue; *p; p = &(*p)->next)
-                        if (*p == j) {
-                                *p = j->next;
-                                break;
-                        }
+        while (!j.done)
+                pthread_cond_wait(&s->cond, &s->lock);
         pthread_mutex_unlock(&s->lock);
+        return j.result;
+}
+
+static void gather_on_loop(soap_loop_job_t *job, kon_core_t *core, void *arg)
+{
+        (void)core;
+        copy_state(job->s, arg);
+        soap_loop_done(job, 0);
 }
 
 /* soap_env_t.gather: the snapshot. Handler thread. */
 static int gather(void *ud, soap_data_t *ret)
 {
-        call_ctx_t *cc = ud;
-        soap_job_t job = { .result = -ETIMEDOUT };
+        int r;
 
-        hand_over(cc->s, &job);
-        if (job.result < 0) {
-                soap_data_done(&job.data);
-                return job.result;
-        }
-        *ret = job.data;
-        return 0;
-}
-
-/* soap_env_t.subscription. Handler thread. */
-static int subscription(void *ud, soap_sub_job_t *sub)
-{
-        call_ctx_t *cc = ud;
-        soap_job_t job = { .result = -ETIMEDOUT, .sub = sub };
-
-        hand_over(cc->s, &job);
-        return job.result;
+        memset(ret, 0, sizeof(*ret));
+        r = loop_call(ud, gather_on_loop, ret, 0);
+        if (r < 0)
+                soap_data_done(ret);
+        return r;
 }
 
 static int check(void *ud, const infomodel_context_t *ctx, const infomodel_request_t *req, infomodel_result_t *ret)
@@ -449,6 +477,16 @@ static int check(void *ud, const infomodel_context_t *ctx, const infomodel_reque
                 return 4001;
         }
         return infomodel_check(cc->s->im, ctx, req, ret);
+}
+
+/* soap_env_t.client_auth: per-client-system authentication (soap_auth.c).
+ * Handler thread. */
+static int client_auth(void *ud, const char *client_system_id, char *text, size_t text_len)
+{
+        call_ctx_t *cc = ud;
+
+        /* without the information model the access check answers 4001 */
+        return cc->s->im ? soap_auth_check(cc->s->im, &cc->auth, client_system_id, text, text_len) : 0;
 }
 
 static void workplaces_of(void *ud, const char *mandant, const char *ctid, infomodel_ids_t *ret)
@@ -505,17 +543,23 @@ static int serve_service(soap_service_t *s, https_request_t *req, soap_svc_id_t 
                         .detail = "a document type declaration (DOCTYPE) is not allowed in a request",
                 });
         if (soap_service_schema_file(id)) {
-                call_ctx_t cc = { .s = s };
+                call_ctx_t cc = {
+                        .s = s,
+                        .auth = { .peer = https_request_peer(req),
+                                  .authorization = https_request_header(req, "Authorization") },
+                };
                 soap_env_t env = {
                         .schema = s->schemas[id],
                         .schema_missing = s->schema_err[id],
                         .gather = gather,
                         .check = check,
                         .workplaces_of = workplaces_of,
-                        .subscription = subscription,
+                        .client_auth = client_auth,
+                        .loop = loop_call,
                         .ud = &cc,
                         .instance = s->instance,
                         .now_us = kon_now_realtime_us(),
+                        .pki_dir = s->core->pki_dir,
                 };
                 soap_reply_t rep;
                 int r;
@@ -528,6 +572,14 @@ static int serve_service(soap_service_t *s, https_request_t *req, soap_svc_id_t 
                 r = soap_request_process(&env, id, body, len, &rep);
                 if (r < 0)
                         return r;
+                /* missing or wrong HTTP Basic credentials of an auth = basic
+                 * client system: 401 with a challenge, so clients that send
+                 * credentials only when challenged (Java, .NET) retry; the
+                 * body stays the 4204 fault (only ever over TLS) */
+                if (cc.auth.basic_challenge && rep.status != 200) {
+                        https_add_header(req, "WWW-Authenticate", "Basic realm=\"Konnektor\", charset=\"UTF-8\"");
+                        rep.status = 401;
+                }
                 r = https_respond(req, rep.status, "text/xml; charset=UTF-8", rep.body, rep.len);
                 free(rep.body);
                 return r;
@@ -676,6 +728,7 @@ static int soap_create(kon_core_t *core, void **ret, char *err)
         s->max_connections = (unsigned)kon_conf_get_int(c, "soap", NULL, "max_connections");
         s->handshake_ms = (unsigned)kon_conf_get_int(c, "soap", NULL, "handshake_timeout");
         s->idle_ms = (unsigned)kon_conf_get_int(c, "soap", NULL, "idle_timeout");
+        s->workers = (unsigned)kon_conf_get_int(c, "soap", NULL, "worker_threads");
 
         if (split_address(kon_conf_get_str(c, "soap", NULL, "listen"), s->listen_host, sizeof(s->listen_host),
                           &s->listen_port) < 0) {
@@ -740,14 +793,18 @@ static int soap_create(kon_core_t *core, void **ret, char *err)
                         return -EINVAL;
                 }
         }
-        if (s->sds_auth != HTTPS_CLIENT_AUTH_NONE || s->svc_auth != HTTPS_CLIENT_AUTH_NONE) {
+        s->cs_cert_auth = infomodel_conf_uses_auth(c, INFOMODEL_AUTH_CERTIFICATE);
+        if (!s->tls && infomodel_conf_uses_auth(c, INFOMODEL_AUTH_NONE))
+                kon_warn("soap: TLS is off, so client systems with auth = basic or certificate cannot authenticate");
+        if (s->sds_auth != HTTPS_CLIENT_AUTH_NONE || s->svc_auth != HTTPS_CLIENT_AUTH_NONE || s->cs_cert_auth) {
                 v = kon_conf_get_str(c, "soap", NULL, "client_ca");
                 if (v)
                         s->client_ca = kon_strdup(v);
                 else if (pki)
                         s->client_ca = kon_asprintf("%s/ca-bundle.pem", pki);
                 if (!s->client_ca && s->tls) {
-                        snprintf(err, KON_MODULE_ERROR_MAX, "soap: client authentication needs soap.client_ca");
+                        snprintf(err, KON_MODULE_ERROR_MAX, "soap: client authentication needs soap.client_ca "
+                                 "(also for client systems with auth = certificate)");
                         return -EINVAL;
                 }
         }
@@ -786,6 +843,9 @@ static int soap_create(kon_core_t *core, void **ret, char *err)
                                    : s->profile->tls_mandatory;
         if (kon_conf_is_set(c, "soap", NULL, "client_aut_mandatory"))
                 s->client_aut_mandatory = kon_conf_get_bool(c, "soap", NULL, "client_aut_mandatory");
+        else if (infomodel_conf_all_authenticated(c))
+                /* every configured client system must authenticate */
+                s->client_aut_mandatory = true;
         else if (s->profile->client_aut_mandatory >= 0)
                 s->client_aut_mandatory = s->profile->client_aut_mandatory;
         else
@@ -827,7 +887,7 @@ static int listen_on(soap_service_t *s, bool tls, const char *host, uint16_t por
                 .handshake_timeout_ms = s->handshake_ms,
                 .idle_timeout_ms = s->idle_ms,
                 .max_body = s->max_body,
-                .mhd_threads = 4,
+                .mhd_threads = s->workers,
                 .handler = handler,
                 .userdata = s,
         };
@@ -837,6 +897,10 @@ static int listen_on(soap_service_t *s, bool tls, const char *host, uint16_t por
                 /* equal levels: the handshake enforces them; different ones:
                  * ask for a certificate and let the handler decide per path */
                 cfg.client_auth = s->sds_auth == s->svc_auth ? s->sds_auth : HTTPS_CLIENT_AUTH_OPTIONAL;
+        /* client systems with auth = certificate: ask for a certificate in
+         * every handshake, decide per request (soap_auth.c) */
+        if (tls && s->cs_cert_auth && cfg.client_auth == HTTPS_CLIENT_AUTH_NONE)
+                cfg.client_auth = HTTPS_CLIENT_AUTH_OPTIONAL;
         r = https_new(&cfg, ret);
         if (r < 0)
                 snprintf(err, KON_MODULE_ERROR_MAX, "cannot listen on %s port %u%s: %s", host, port,
@@ -896,7 +960,7 @@ static void soap_stop(void *priv)
         pthread_mutex_lock(&s->lock);
         s->accepting = false;
         while (s->queue) {
-                soap_job_t *j = s->queue;
+                soap_loop_job_t *j = s->queue;
 
                 s->queue = j->next;
                 j->result = -ESHUTDOWN;
@@ -904,6 +968,10 @@ static void soap_stop(void *priv)
         }
         pthread_cond_broadcast(&s->cond);
         pthread_mutex_unlock(&s->lock);
+        /* card and terminal operations in flight: forget them, end their
+         * calls (the card and ct modules stop after us) */
+        while (s->running)
+                job_cancel(s->running, -ESHUTDOWN);
         s->plain = https_free(s->plain);
         s->main = https_free(s->main);
         s->wake_src = sd_event_source_disable_unref(s->wake_src);

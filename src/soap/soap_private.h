@@ -116,6 +116,11 @@ const char *soap_format_datetime(uint64_t realtime_us, char *buf, size_t len);
 #define NS_CARD "http://ws.gematik.de/conn/CardService/v8.1"
 #define NS_CARDCMN "http://ws.gematik.de/conn/CardServiceCommon/v2.0"
 #define NS_CT "http://ws.gematik.de/conn/CardTerminalInfo/v8.0"
+#define NS_CTS "http://ws.gematik.de/conn/CardTerminalService/v1.1"
+#define NS_CERT "http://ws.gematik.de/conn/CertificateService/v6.0"
+#define NS_CERTCMN "http://ws.gematik.de/conn/CertificateServiceCommon/v2.0"
+#define NS_SIG "http://ws.gematik.de/conn/SignatureService/v7.4"
+#define NS_DSS "urn:oasis:names:tc:dss:1.0:core:schema"
 
 struct _xmlSchema;
 struct _xmlNode;
@@ -139,40 +144,6 @@ const char *soap_service_schema_file(soap_svc_id_t id);
 #include "konnektor/infomodel.h"
 #include "konnektor/opstate.h"
 
-typedef enum {
-        SOAP_OP_UNKNOWN,
-        SOAP_OP_NOT_IMPLEMENTED,        /* a valid operation of the service we do not serve yet */
-        SOAP_OP_GET_CARDS,
-        SOAP_OP_GET_CARD_TERMINALS,
-        SOAP_OP_GET_RESOURCE_INFORMATION,
-        SOAP_OP_SUBSCRIBE,
-        SOAP_OP_UNSUBSCRIBE,
-        SOAP_OP_GET_SUBSCRIPTION,
-        SOAP_OP_RENEW_SUBSCRIPTIONS,
-} soap_op_t;
-
-/* A validated request, copied out of the document ("" = absent). */
-typedef struct {
-        soap_op_t op;
-        char name[64];                  /* operation local name */
-        char mandant[INFOMODEL_ID_MAX + 1], client_system[INFOMODEL_ID_MAX + 1],
-                workplace[INFOMODEL_ID_MAX + 1], user[INFOMODEL_ID_MAX + 1];
-        bool context_too_long;          /* an id longer than the info model allows */
-        bool mandant_wide;
-        char ctid[CT_ID_MAX + 1];
-        unsigned slot;                  /* 0 = absent */
-        char card_type[16];
-        char iccsn[21];
-        char handle[129];
-        /* the subscription operations */
-        char event_to[CETP_EVENTTO_MAX + 1];
-        char topic[CETP_TOPIC_MAX + 1];
-        char filter[CETP_FILTER_MAX + 1];
-        char (*ids)[CETP_ID_MAX + 1];   /* SubscriptionID(s), malloc'ed; up to 1000 for a renewal */
-        size_t n_ids;
-        bool too_long;                  /* a value longer than its schema type allows */
-} soap_call_t;
-
 /* What the main loop hands over: copies, owned by the data. */
 typedef struct {
         ct_terminal_info_t *cts;
@@ -185,21 +156,41 @@ typedef struct {
 
 void soap_data_done(soap_data_t *d);
 
-/* A subscription operation for the CETP engine, which runs on the main
- * loop only (cetp.h): the handler fills the input, the loop the output. */
-typedef struct {
-        soap_op_t op;                   /* SOAP_OP_SUBSCRIBE .. SOAP_OP_RENEW_SUBSCRIPTIONS */
-        cetp_context_t ctx;
-        const soap_call_t *call;        /* event_to, topic, filter, ids */
-        int result;                     /* what the cetp_* function returned */
-        char id[CETP_ID_MAX + 1];       /* Subscribe */
-        uint64_t termination_us;        /* Subscribe */
-        cetp_subscription_t *subs;      /* GetSubscription, malloc'ed */
-        size_t n_subs;
-        cetp_renewal_t *renewals;       /* RenewSubscriptions, call->n_ids of them, the handler's */
-} soap_sub_job_t;
+/* ---- work on the main loop --------------------------------------------------
+ * Terminals, cards, the CETP engine and the service registry belong to the
+ * main loop. A service asks for a function to run there (soap_env_t.loop);
+ * the function starts its work and calls soap_loop_done exactly once, at
+ * once or later from a callback on the loop (card_*, ct_* operations take
+ * the job itself as their callback data). The handler thread waits until
+ * then. A job that is still running at its deadline, or when the module
+ * stops, is cancelled on the loop: card_cancel and ct_cancel for the job
+ * and the service's own cancel function, then it ends with -ETIMEDOUT or
+ * -ESHUTDOWN; nothing of it runs afterwards. */
+typedef struct soap_loop_job soap_loop_job_t;
+typedef void (*soap_loop_fn)(soap_loop_job_t *job, kon_core_t *core, void *arg);
 
+void soap_loop_done(soap_loop_job_t *job, int result);
+void *soap_loop_arg(soap_loop_job_t *job);
+kon_core_t *soap_loop_core(soap_loop_job_t *job);
+/* Called on the loop if the job is cancelled (timers of the service's own). */
+void soap_loop_on_cancel(soap_loop_job_t *job, void (*cancel)(soap_loop_job_t *job, void *arg));
+
+struct soap_env;
+struct soap_reply;
+
+/* A service operation: the body element's QName and what runs it (NULL:
+ * valid by the schema but not served yet, answered with 4001). run gets
+ * the schema-validated element and always produces a reply. */
 typedef struct {
+        const char *ns;
+        const char *name;
+        int (*run)(const struct soap_env *env, struct _xmlNode *op, struct soap_reply *ret);
+} soap_op_def_t;
+
+/* The operations per service, NULL-terminated (soap_svc_*.c). */
+extern const soap_op_def_t soap_event_ops[], soap_card_ops[], soap_ct_ops[], soap_cert_ops[], soap_auth_ops[];
+
+typedef struct soap_env {
         struct _xmlSchema *schema;      /* the service's; NULL = not available */
         const char *schema_missing;     /* why not, for the 4001 fault */
         /* Snapshot of terminals, cards and error states (main loop). 0 or
@@ -210,20 +201,86 @@ typedef struct {
         int (*check)(void *ud, const infomodel_context_t *ctx, const infomodel_request_t *req,
                      infomodel_result_t *ret);
         void (*workplaces_of)(void *ud, const char *mandant, const char *ctid, infomodel_ids_t *ret);
-        /* Run job with the "cetp" service on the main loop. 0 (job->result
-         * tells), -ENOTSUP when no cetp module runs, -ETIMEDOUT,
-         * -ESHUTDOWN. NULL: no CETP here (answered like -ENOTSUP). */
-        int (*subscription)(void *ud, soap_sub_job_t *job);
+        /* Does the connection's authentication (HTTP Basic, client
+         * certificate) belong to this client system? 0, or a gematik error
+         * code with a text. NULL: every client system is accepted. */
+        int (*client_auth)(void *ud, const char *client_system_id, char *text, size_t text_len);
+        /* Run fn on the main loop (see above) and wait for soap_loop_done;
+         * timeout_ms 0 = no deadline. Returns the job's result, or
+         * -ETIMEDOUT, -ESHUTDOWN. NULL: no main loop (answered with 4001). */
+        int (*loop)(void *ud, soap_loop_fn fn, void *arg, unsigned timeout_ms);
         void *ud;
         const char *instance;           /* Trace/Instance */
         uint64_t now_us;
+        /* The test PKI (trust-anchors.pem, ca-bundle.pem, revoked.txt) that
+         * VerifyCertificate checks against; NULL: none configured. */
+        const char *pki_dir;
 } soap_env_t;
 
-typedef struct {
+typedef struct soap_reply {
         unsigned status;                /* 200 or 500 (fault) */
         char *body;                     /* malloc'ed UTF-8 */
         size_t len;
 } soap_reply_t;
+
+/* ---- helpers for the service files (soap_request.c) ---------------------- */
+
+/* A fault with a GERROR trace: soap:Client for the client's mistakes,
+ * soap:Server for 4001/4002; error type Security for access errors. outer:
+ * an optional first, more general trace text. Always 0 or -ENOMEM. */
+int soap_fault(const soap_env_t *env, soap_reply_t *ret, int code, const char *text, const char *detail,
+               const char *outer);
+/* The same with an explicit error type (Technical, Security, Business). */
+int soap_fault_typed(const soap_env_t *env, soap_reply_t *ret, int code, const char *type, const char *text,
+                     const char *detail);
+
+bool soap_is(struct _xmlNode *n, const char *ns, const char *name);
+struct _xmlNode *soap_first_element(struct _xmlNode *n);
+/* Trimmed text content into buf; false if it did not fit. */
+bool soap_text(struct _xmlNode *n, char *buf, size_t len);
+
+/* CCTX:Context, copied. */
+typedef struct {
+        char mandant[INFOMODEL_ID_MAX + 1], client_system[INFOMODEL_ID_MAX + 1],
+                workplace[INFOMODEL_ID_MAX + 1], user[INFOMODEL_ID_MAX + 1];
+        bool too_long;                  /* an id longer than the info model allows */
+} soap_context_t;
+
+/* Read a CCTX:Context element. */
+void soap_read_context(struct _xmlNode *n, soap_context_t *ret);
+/* The first checks of every business call: context ids within limits
+ * (4021), the connection's client authentication, the access check. 0:
+ * allowed (res filled, release with infomodel_result_done); otherwise the
+ * fault is in ret and the return value is 1 (or -ENOMEM). */
+int soap_access(const soap_env_t *env, const soap_context_t *ctx, const infomodel_request_t *req,
+                infomodel_result_t *res, soap_reply_t *ret);
+/* The card a call names by CardHandle, after the access check with the
+ * card's terminal, type and ICCSN (and a UserId if need_user): 0 with
+ * *card and *res filled (release res with infomodel_result_done), or 1
+ * with the fault in ret (the Context's own errors first, then 4047 for an
+ * unknown handle), or -ENOMEM. */
+int soap_card_access(const soap_env_t *env, const soap_context_t *ctx, const char *handle, bool need_user,
+                     card_info_t *card, infomodel_result_t *res, soap_reply_t *ret);
+/* The snapshot, or a 4001 fault in ret (return 1). */
+int soap_gather(const soap_env_t *env, soap_data_t *d, soap_reply_t *ret);
+
+/* A response document: Envelope/Body/<name> in ns with prefix, and the
+ * common namespaces declared on it. */
+typedef struct {
+        struct _xmlDoc *doc;
+        struct _xmlNode *op;
+        struct _xmlNs *self, *conn, *card, *cardcmn, *ct, *pi, *gerror;
+} soap_resp_t;
+
+/* Begins the response and, with status true, its CONN:Status (Result OK). */
+void soap_resp_begin(soap_resp_t *r, const char *ns, const char *prefix, const char *name, bool status);
+struct _xmlNode *soap_resp_add(struct _xmlNode *parent, struct _xmlNs *ns, const char *name, const char *value);
+int soap_resp_end(soap_resp_t *r, soap_reply_t *ret);
+/* CARD:Card (CardInfoType) under parent. */
+void soap_resp_add_card(soap_resp_t *r, struct _xmlNode *parent, const card_info_t *c);
+
+/* The gematik code and text for a card.h error (card_strerror style). */
+int soap_card_error(int err, const char **text);
 
 /* text/xml or application/soap+xml, parameters allowed. */
 bool soap_content_type_ok(const char *value);
@@ -231,5 +288,32 @@ bool soap_content_type_ok(const char *value);
  * (a fault for anything wrong with the request). 0 or -ENOMEM. */
 int soap_request_process(const soap_env_t *env, soap_svc_id_t svc, const void *body, size_t len,
                          soap_reply_t *ret);
+
+
+/* ---- client system authentication (soap_auth.c) -------------------------- */
+
+#define SOAP_AUTH_HEADER_MAX 1024       /* longest Authorization header looked at */
+
+/* What the connection of one request offers. */
+typedef struct {
+        const https_peer_t *peer;       /* NULL: nothing known (treated as plain HTTP) */
+        const char *authorization;      /* the Authorization header, or NULL */
+        /* out: refused for missing or wrong HTTP Basic credentials; answer
+         * with 401 and WWW-Authenticate: Basic so that clients which only
+         * send credentials when challenged do so */
+        bool basic_challenge;
+} soap_auth_conn_t;
+
+/* "Basic base64(user:password)" (RFC 7617), at most SOAP_AUTH_HEADER_MAX
+ * bytes. 0; -ENOENT: no header or another scheme; -EINVAL: malformed
+ * (bad base64, no colon, control characters); -E2BIG: too long for the
+ * buffers. */
+int soap_auth_parse_basic(const char *header, char *user, size_t ulen, char *pass, size_t plen);
+/* Does conn authenticate Clientsystem cs as its `auth` demands? 0 (also
+ * for an unknown cs: the access check answers that), or
+ * INFOMODEL_E_CS_AUTH (4204) with the reason in text. Any thread. */
+int soap_auth_check(infomodel_t *im, soap_auth_conn_t *conn, const char *cs, char *text, size_t len);
+/* Forget remembered password verifications (tests). */
+void soap_auth_cache_clear(void);
 
 #endif

@@ -8,7 +8,9 @@
  * --reissue turns every X.509 certificate of the image whose key is on the
  * card into a recipe for our test PKI (cert-key/cert-ca/cert-subject with
  * the image certificate's subject), so the shipped card carries
- * certificates that chain to our roots (conf/cards/README). It uses the
+ * certificates that chain to our roots (conf/cards/README); the holder
+ * facts of the original (admission with profession OID and Telematik-ID,
+ * certificate policies) go along as cert-admission / cert-policies. It uses the
  * library internals, which is why the tool lives in src/vcard/.
  */
 #include <errno.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "vcard_private.h"
 
@@ -62,6 +65,67 @@ static char *subject_slash(X509_NAME *nm)
         return kon_strdup(buf);
 }
 
+/* The first admission of the certificate as "OID|registration|item[|/DN]"
+ * (card file cert-admission), NULL if it has none the format can hold. */
+static char *admission_text(X509 *x)
+{
+        ADMISSION_SYNTAX *as = X509_get_ext_d2i(x, NID_x509ExtAdmission, NULL, NULL);
+        const STACK_OF(ADMISSIONS) *ads;
+        const PROFESSION_INFOS *pis;
+        const PROFESSION_INFO *pi;
+        const STACK_OF(ASN1_STRING) *items;
+        const STACK_OF(ASN1_OBJECT) *oids;
+        const ASN1_PRINTABLESTRING *reg;
+        const GENERAL_NAME *auth;
+        unsigned char *item = NULL;
+        char oid[80], *s = NULL, *dn = NULL;
+
+        if (!as)
+                return NULL;
+        ads = ADMISSION_SYNTAX_get0_contentsOfAdmissions(as);
+        pis = sk_ADMISSIONS_num(ads) > 0 ? ADMISSIONS_get0_professionInfos(sk_ADMISSIONS_value(ads, 0)) : NULL;
+        pi = sk_PROFESSION_INFO_num(pis) > 0 ? sk_PROFESSION_INFO_value(pis, 0) : NULL;
+        items = pi ? PROFESSION_INFO_get0_professionItems(pi) : NULL;
+        oids = pi ? PROFESSION_INFO_get0_professionOIDs(pi) : NULL;
+        if (sk_ASN1_STRING_num(items) < 1 || sk_ASN1_OBJECT_num(oids) < 1 ||
+            ASN1_STRING_to_UTF8(&item, sk_ASN1_STRING_value(items, 0)) < 0 ||
+            OBJ_obj2txt(oid, sizeof(oid), sk_ASN1_OBJECT_value(oids, 0), 1) <= 0)
+                goto out;
+        reg = PROFESSION_INFO_get0_registrationNumber(pi);
+        auth = ADMISSION_SYNTAX_get0_admissionAuthority(as);
+        if (auth && auth->type == GEN_DIRNAME)
+                dn = subject_slash(auth->d.directoryName);
+        s = kon_asprintf("%s|%.*s|%s%s%s", oid, reg ? ASN1_STRING_length(reg) : 0,
+                         reg ? (const char *)ASN1_STRING_get0_data(reg) : "", item, dn ? "|" : "", dn ? dn : "");
+        if (!vcard_pki_admission_ok(s)) {
+                free(s);
+                s = NULL;
+        }
+out:
+        free(dn);
+        OPENSSL_free(item);
+        ADMISSION_SYNTAX_free(as);
+        return s;
+}
+
+/* The certificate policy OIDs, "OID OID", NULL if none. */
+static char *policies_text(X509 *x)
+{
+        CERTIFICATEPOLICIES *cp = X509_get_ext_d2i(x, NID_certificate_policies, NULL, NULL);
+        char buf[512], oid[80];
+        size_t n = 0;
+
+        buf[0] = '\0';
+        for (int i = 0; cp && i < sk_POLICYINFO_num(cp); i++) {
+                OBJ_obj2txt(oid, sizeof(oid), sk_POLICYINFO_value(cp, i)->policyid, 1);
+                n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", n ? " " : "", oid);
+                if (n >= sizeof(buf))
+                        break;
+        }
+        CERTIFICATEPOLICIES_free(cp);
+        return n && n < sizeof(buf) ? kon_strdup(buf) : NULL;
+}
+
 static void reissue(vcard_t *c)
 {
         const char *fam = c->type == VCARD_EGK ? "egk-ca" : c->type == VCARD_HBA ? "hba-ca" : "smcb-ca";
@@ -84,6 +148,8 @@ static void reissue(vcard_t *c)
                         o->cert_key = kon_strdup(k->name);
                         o->cert_ca = kon_strdup(fam);
                         o->cert_subject = subject_slash(X509_get_subject_name(x));
+                        o->cert_admission = admission_text(x);
+                        o->cert_policies = policies_text(x);
                         o->cert_state = VCERT_VALID;
                         o->len = 0;
                         break;

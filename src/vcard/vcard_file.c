@@ -736,6 +736,16 @@ static int obj_kv(struct parser *p, const char *k, const char *v)
                         *dst = kon_strdup(v);
                         return 0;
                 }
+                if (!strcmp(k, "cert-admission") || !strcmp(k, "cert-policies")) {
+                        bool adm = !strcmp(k, "cert-admission");
+                        char **dst = adm ? &o->cert_admission : &o->cert_policies;
+                        if (strlen(v) > 512 || !(adm ? vcard_pki_admission_ok(v) : vcard_pki_policies_ok(v)))
+                                return perr(p, k, adm ? "expected OID|registration number|profession item[|/authority DN]"
+                                                      : "expected policy OIDs separated by spaces");
+                        free(*dst);
+                        *dst = kon_strdup(v);
+                        return 0;
+                }
                 if (!strcmp(k, "cert-state")) {
                         if (!strcmp(v, "valid"))
                                 o->cert_state = VCERT_VALID;
@@ -1169,8 +1179,13 @@ static char *card_to_text(const vcard_t *c, bool same_dir)
                         out_rule(&o, c, "update", &b->update);
                         if (b->cert_key) {
                                 static const char *const st[] = { "valid", "expired", "revoked" };
-                                outf(&o, "cert-key = %s\ncert-ca = %s\ncert-subject = %s\ncert-state = %s\n",
-                                     b->cert_key, b->cert_ca, b->cert_subject, st[b->cert_state]);
+                                outf(&o, "cert-key = %s\ncert-ca = %s\ncert-subject = %s\n", b->cert_key, b->cert_ca,
+                                     b->cert_subject);
+                                if (b->cert_admission)
+                                        outf(&o, "cert-admission = %s\n", b->cert_admission);
+                                if (b->cert_policies)
+                                        outf(&o, "cert-policies = %s\n", b->cert_policies);
+                                outf(&o, "cert-state = %s\n", st[b->cert_state]);
                                 if (b->cert_days != 730)
                                         outf(&o, "cert-days = %d\n", b->cert_days);
                         }

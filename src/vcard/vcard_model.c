@@ -103,6 +103,8 @@ void vcard_obj_clear(vobj_t *o)
         free(o->cert_key);
         free(o->cert_ca);
         free(o->cert_subject);
+        free(o->cert_admission);
+        free(o->cert_policies);
         free(o->mr_name);
         free(o->key_src);
         free(o->alg_text);

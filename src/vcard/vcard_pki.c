@@ -18,6 +18,14 @@
  *  - Profile as the generator's end-entity certificates: CA:FALSE, SKI/AKI,
  *    keyUsage digitalSignature (+ keyEncipherment for RSA), clientAuth for
  *    AUT certificates, OCSP URL http://ocsp.ti.ktest/<ca>-<alg>.
+ *  - What the original gematik certificate says about its holder is kept
+ *    (vcard-tool import --reissue copies it into the card file): the
+ *    admission extension (Common PKI / gemSpec_PKI AdmissionSyntax, OID
+ *    1.3.36.8.3.3: profession OID, registrationNumber = Telematik-ID,
+ *    profession item, admission authority) from cert-admission, and the
+ *    certificatePolicies OIDs from cert-policies, both not critical as in
+ *    the originals. One admission with one ProfessionInfo is all the TI
+ *    certificates carry, and all the card file can express.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -178,6 +186,178 @@ static bool cache_ok(X509 *x, X509 *ca, EVP_PKEY *cakey, EVP_PKEY *pub, X509_NAM
         return cmp_after > 0 && X509_cmp_current_time(X509_get0_notBefore(x)) < 0;
 }
 
+/* ---- admission (1.3.36.8.3.3) -------------------------------------------- */
+
+/* Split "a|b|c[|d]" into at most 4 fields (copied into buf). */
+static int split_fields(const char *text, char *buf, size_t buflen, char *f[4])
+{
+        int n = 0;
+        char *p;
+
+        if (strlen(text) >= buflen)
+                return -1;
+        strcpy(buf, text);
+        for (p = buf; n < 4; n++) {
+                char *bar = strchr(p, '|');
+                f[n] = p;
+                if (!bar) {
+                        n++;
+                        break;
+                }
+                *bar = '\0';
+                p = bar + 1;
+        }
+        if (strchr(p, '|') && n == 4)
+                return -1;
+        for (int i = 0; i < n; i++) {           /* trim */
+                char *e;
+                while (*f[i] == ' ')
+                        f[i]++;
+                e = f[i] + strlen(f[i]);
+                while (e > f[i] && e[-1] == ' ')
+                        *--e = '\0';
+        }
+        return n;
+}
+
+static bool printable(const char *s)
+{
+        for (; *s; s++)
+                if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+                      strchr(" '()+,-./:=?", *s)))
+                        return false;
+        return true;
+}
+
+static ADMISSION_SYNTAX *admission_parse(const char *text)
+{
+        char buf[600], *f[4];
+        int n = split_fields(text, buf, sizeof(buf), f);
+        ADMISSION_SYNTAX *as = NULL;
+        ADMISSIONS *ad = NULL;
+        PROFESSION_INFO *pi = NULL;
+        STACK_OF(ADMISSIONS) *ads = NULL;
+        PROFESSION_INFOS *pis = NULL;
+        STACK_OF(ASN1_STRING) *items = NULL;
+        STACK_OF(ASN1_OBJECT) *oids = NULL;
+        ASN1_OBJECT *oid = NULL;
+        ASN1_STRING *item = NULL;
+        ASN1_PRINTABLESTRING *reg = NULL;
+        X509_NAME *auth = NULL;
+        GENERAL_NAME *gn = NULL;
+
+        if (n < 3 || !f[0][0] || !f[2][0] || !printable(f[1]) || (n == 4 && !f[3][0]))
+                return NULL;
+        oid = OBJ_txt2obj(f[0], 1);
+        if (!oid)
+                goto fail;
+        if (n == 4 && !(auth = parse_subject(f[3])))
+                goto fail;
+        as = ADMISSION_SYNTAX_new();
+        ad = ADMISSIONS_new();
+        pi = PROFESSION_INFO_new();
+        ads = sk_ADMISSIONS_new_null();
+        pis = sk_PROFESSION_INFO_new_null();
+        items = sk_ASN1_STRING_new_null();
+        oids = sk_ASN1_OBJECT_new_null();
+        item = ASN1_UTF8STRING_new();
+        if (!as || !ad || !pi || !ads || !pis || !items || !oids || !item ||
+            !ASN1_STRING_set(item, f[2], -1) || !sk_ASN1_STRING_push(items, item))
+                goto fail;
+        item = NULL;
+        if (!sk_ASN1_OBJECT_push(oids, oid))
+                goto fail;
+        oid = NULL;
+        PROFESSION_INFO_set0_professionItems(pi, items);
+        PROFESSION_INFO_set0_professionOIDs(pi, oids);
+        items = NULL, oids = NULL;
+        if (f[1][0]) {
+                reg = ASN1_PRINTABLESTRING_new();
+                if (!reg || !ASN1_STRING_set(reg, f[1], -1))
+                        goto fail;
+                PROFESSION_INFO_set0_registrationNumber(pi, reg);
+                reg = NULL;
+        }
+        if (!sk_PROFESSION_INFO_push(pis, pi))
+                goto fail;
+        pi = NULL;
+        ADMISSIONS_set0_professionInfos(ad, pis);
+        pis = NULL;
+        if (!sk_ADMISSIONS_push(ads, ad))
+                goto fail;
+        ad = NULL;
+        ADMISSION_SYNTAX_set0_contentsOfAdmissions(as, ads);
+        ads = NULL;
+        if (auth) {
+                gn = GENERAL_NAME_new();
+                if (!gn)
+                        goto fail;
+                GENERAL_NAME_set0_value(gn, GEN_DIRNAME, auth);
+                auth = NULL;
+                ADMISSION_SYNTAX_set0_admissionAuthority(as, gn);
+        }
+        return as;
+fail:
+        ASN1_OBJECT_free(oid);
+        ASN1_STRING_free(item);
+        ASN1_STRING_free(reg);
+        X509_NAME_free(auth);
+        sk_ASN1_STRING_pop_free(items, ASN1_STRING_free);
+        sk_ASN1_OBJECT_pop_free(oids, ASN1_OBJECT_free);
+        PROFESSION_INFO_free(pi);
+        sk_PROFESSION_INFO_pop_free(pis, PROFESSION_INFO_free);
+        ADMISSIONS_free(ad);
+        sk_ADMISSIONS_pop_free(ads, ADMISSIONS_free);
+        ADMISSION_SYNTAX_free(as);
+        return NULL;
+}
+
+bool vcard_pki_admission_ok(const char *text)
+{
+        ADMISSION_SYNTAX *as = admission_parse(text);
+
+        ADMISSION_SYNTAX_free(as);
+        return as != NULL;
+}
+
+bool vcard_pki_policies_ok(const char *text)
+{
+        char buf[600], *save = NULL, *tok;
+        int n = 0;
+
+        if (strlen(text) >= sizeof(buf))
+                return false;
+        strcpy(buf, text);
+        for (tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save), n++) {
+                ASN1_OBJECT *o = OBJ_txt2obj(tok, 1);
+                if (!o)
+                        return false;
+                ASN1_OBJECT_free(o);
+        }
+        return n > 0;
+}
+
+/* certificatePolicies from "OID OID" (policy identifiers only, no
+ * qualifiers: the originals carry none) */
+static bool add_policies(X509 *x, const char *text)
+{
+        CERTIFICATEPOLICIES *cp = sk_POLICYINFO_new_null();
+        char buf[600], *save = NULL, *tok;
+        bool ok = cp && strlen(text) < sizeof(buf);
+
+        if (ok)
+                strcpy(buf, text);
+        for (tok = ok ? strtok_r(buf, " ", &save) : NULL; tok && ok; tok = strtok_r(NULL, " ", &save)) {
+                POLICYINFO *pi = POLICYINFO_new();
+                ok = pi && (pi->policyid = OBJ_txt2obj(tok, 1)) != NULL && sk_POLICYINFO_push(cp, pi) > 0;
+                if (!ok)
+                        POLICYINFO_free(pi);
+        }
+        ok = ok && X509_add1_ext_i2d(x, NID_certificate_policies, cp, 0, X509V3_ADD_DEFAULT) == 1;
+        CERTIFICATEPOLICIES_free(cp);
+        return ok;
+}
+
 static X509 *issue(X509 *ca, EVP_PKEY *cakey, EVP_PKEY *pub, X509_NAME *subj, const vobj_t *ef,
                    const char *ca_name, bool rsa)
 {
@@ -213,6 +393,13 @@ static X509 *issue(X509 *ca, EVP_PKEY *cakey, EVP_PKEY *pub, X509_NAME *subj, co
              add_ext(x, ca, NID_info_access, aia);
         if (ok && strstr(ef->name, ".AUT"))
                 ok = add_ext(x, ca, NID_ext_key_usage, "clientAuth");
+        if (ok && ef->cert_policies)
+                ok = add_policies(x, ef->cert_policies);
+        if (ok && ef->cert_admission) {
+                ADMISSION_SYNTAX *as = admission_parse(ef->cert_admission);
+                ok = as && X509_add1_ext_i2d(x, NID_x509ExtAdmission, as, 0, X509V3_ADD_DEFAULT) == 1;
+                ADMISSION_SYNTAX_free(as);
+        }
         if (!ok || X509_sign(x, cakey, EVP_sha256()) <= 0)
                 goto fail;
         BN_free(bn);
@@ -302,7 +489,9 @@ int vcard_pki_issue(vcard_t *c, int efi, uint8_t **ret_der, size_t *ret_len, cha
                 /* Cards may share an ICCSN (variants of one image): the
                  * subject and state are part of the cache name. */
                 uint8_t h[32];
-                _cleanup_free_ char *hx = NULL, *what = kon_asprintf("%s|%d", ef->cert_subject, (int)ef->cert_state);
+                _cleanup_free_ char *hx = NULL, *what = kon_asprintf(
+                        "%s|%d|%s|%s", ef->cert_subject, (int)ef->cert_state,
+                        ef->cert_admission ? ef->cert_admission : "", ef->cert_policies ? ef->cert_policies : "");
                 EVP_Digest(what, strlen(what), h, NULL, EVP_sha256(), NULL);
                 hx = vcard_hex_encode(h, 4);
                 cache = kon_asprintf("%s/%s-%s-%s.crt", dir, id[0] ? id : "noiccsn", ef->name, hx);

@@ -99,6 +99,8 @@ typedef struct {
         char *src;                      /* generated content ("vsd-pd @x.xml"), NULL for literal */
         bool dirty;                     /* written by UPDATE BINARY: save the bytes, not src */
         char *cert_key, *cert_ca, *cert_subject;  /* X.509 issued by the test PKI */
+        char *cert_admission;           /* "OID|registration|item[|/authority DN]", or NULL */
+        char *cert_policies;            /* "OID OID ...", or NULL */
         vcert_state_t cert_state;
         int cert_days;
 
@@ -202,6 +204,9 @@ int vcard_vsd_build(const char *kind, const char *const *xml_paths, size_t nxml,
  * EF with cert_key set. Returns 0 and the DER, -ENOENT if pki_dir lacks
  * the CA, other -errno. */
 int vcard_pki_issue(vcard_t *c, int ef, uint8_t **ret_der, size_t *ret_len, char *why, size_t whylen);
+/* Is text a valid cert-admission / cert-policies value? */
+bool vcard_pki_admission_ok(const char *text);
+bool vcard_pki_policies_ok(const char *text);
 
 /* vcard_pin.c, vcard_crypto.c: command handlers, answer SW (and data). */
 typedef struct {
