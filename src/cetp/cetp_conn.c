@@ -220,6 +220,7 @@ static void conn_opened(cetp_conn_t *c)
 
 static void conn_handshake(cetp_conn_t *c)
 {
+        ERR_clear_error(); /* a stale error would turn the result into SSL_ERROR_SSL */
         int r = SSL_connect(c->ssl);
 
         if (r == 1) {
@@ -274,6 +275,7 @@ static bool conn_peer_closed(cetp_conn_t *c)
         for (;;) {
                 ssize_t n;
                 if (c->ssl) {
+                        ERR_clear_error();
                         int r = SSL_read(c->ssl, buf, sizeof(buf));
                         if (r > 0)
                                 continue;
@@ -464,6 +466,7 @@ static void conn_pump(cetp_conn_t *c, bool may_fail)
 
                 if (c->ssl) {
                         size_t w = 0;
+                        ERR_clear_error();
                         int r = SSL_write_ex(c->ssl, f->data + c->off, want, &w);
                         n = r == 1 ? (ssize_t)w : -1;
                         if (r != 1) {

@@ -98,8 +98,8 @@ static const soap_op_def_t *service_ops(soap_svc_id_t id)
 
 /* ---- faults ---------------------------------------------------------------- */
 
-int soap_fault_typed(const soap_env_t *env, soap_reply_t *ret, int code, const char *type, const char *text,
-                     const char *detail)
+static int fault_with(const soap_env_t *env, soap_reply_t *ret, int code, const char *type, const char *text,
+                      const char *detail, const char *outer)
 {
         bool client = code != 4001 && code != 4002;
         soap_fault_t f = {
@@ -108,29 +108,7 @@ int soap_fault_typed(const soap_env_t *env, soap_reply_t *ret, int code, const c
                 .comp_type = "KON",
                 .code = code,
                 .severity = "Error",
-                .error_type = type,
-                .error_text = text,
-                .detail = detail,
-                .instance = env->instance,
-                .now_us = env->now_us,
-        };
-        int r = soap_fault_build(&f, &ret->body, &ret->len);
-
-        ret->status = 500;
-        return r;
-}
-
-int soap_fault(const soap_env_t *env, soap_reply_t *ret, int code, const char *text, const char *detail,
-               const char *outer)
-{
-        bool client = code != 4001 && code != 4002;
-        soap_fault_t f = {
-                .faultcode = client ? "soap:Client" : "soap:Server",
-                .faultstring = text,
-                .comp_type = "KON",
-                .code = code,
-                .severity = "Error",
-                .error_type = client && code != 4000 ? "Security" : "Technical",
+                .error_type = type ? type : client && code != 4000 ? "Security" : "Technical",
                 .error_text = text,
                 .detail = detail,
                 .instance = env->instance,
@@ -141,6 +119,18 @@ int soap_fault(const soap_env_t *env, soap_reply_t *ret, int code, const char *t
 
         ret->status = 500;
         return r;
+}
+
+int soap_fault_typed(const soap_env_t *env, soap_reply_t *ret, int code, const char *type, const char *text,
+                     const char *detail)
+{
+        return fault_with(env, ret, code, type, text, detail, NULL);
+}
+
+int soap_fault(const soap_env_t *env, soap_reply_t *ret, int code, const char *text, const char *detail,
+               const char *outer)
+{
+        return fault_with(env, ret, code, NULL, text, detail, outer);
 }
 
 /* ---- reading the request ------------------------------------------------------ */

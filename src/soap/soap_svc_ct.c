@@ -245,6 +245,7 @@ static int request_card(const soap_env_t *env, xmlNodePtr op, soap_reply_t *ret)
         const card_info_t *k;
         soap_resp_t r;
         uint64_t secs;
+        bool already;
         int q;
 
         read_call(op, &c);
@@ -256,36 +257,29 @@ static int request_card(const soap_env_t *env, xmlNodePtr op, soap_reply_t *ret)
                 return q < 0 ? q : 0;
         }
         k = find_card(&d, c.ctid, c.slot, NULL);
-        if (k) {
-                if (c.card_type[0] && strcmp(k->type, c.card_type) != 0) {
-                        q = wrong_type(env, ret, c.card_type, k->type);
-                        soap_data_done(&d);
-                        return q;
-                }
-                soap_resp_begin(&r, NS_CTS, "CTS", "RequestCardResponse", true);
-                soap_resp_add(r.op, r.self, "AlreadyInserted", "true");
-                soap_resp_add_card(&r, r.op, k);
-                soap_data_done(&d);
-                return soap_resp_end(&r, ret);
-        }
+        already = k != NULL;
+        if (already)
+                c.card = *k;
         soap_data_done(&d);
-
-        secs = c.has_timeout ? c.timeout : REQUEST_DEFAULT_S;
-        if (secs > REQUEST_MAX_S)
-                secs = REQUEST_MAX_S;
-        q = env->loop ? env->loop(env->ud, request_on_loop, &c, (unsigned)(secs ? secs * 1000 : 1)) : -ENOTSUP;
-        if (q == -ETIMEDOUT)
-                return soap_fault_typed(env, ret, 4094, "Technical", "Timeout: keine Karte gesteckt",
-                                        "no card was inserted within TimeOut");
-        if (q < 0 || c.err < 0)
-                return soap_fault(env, ret, 4001, "Interner Fehler",
-                                  q == -ENOTSUP ? "the card terminal service is not running"
-                                                : "the card terminal service is not available",
-                                  NULL);
+        if (!already) {
+                secs = c.has_timeout ? c.timeout : REQUEST_DEFAULT_S;
+                if (secs > REQUEST_MAX_S)
+                        secs = REQUEST_MAX_S;
+                q = env->loop ? env->loop(env->ud, request_on_loop, &c, (unsigned)(secs ? secs * 1000 : 1))
+                              : -ENOTSUP;
+                if (q == -ETIMEDOUT)
+                        return soap_fault_typed(env, ret, 4094, "Technical", "Timeout: keine Karte gesteckt",
+                                                "no card was inserted within TimeOut");
+                if (q < 0 || c.err < 0)
+                        return soap_fault(env, ret, 4001, "Interner Fehler",
+                                          q == -ENOTSUP ? "the card terminal service is not running"
+                                                        : "the card terminal service is not available",
+                                          NULL);
+        }
         if (c.card_type[0] && strcmp(c.card.type, c.card_type) != 0)
                 return wrong_type(env, ret, c.card_type, c.card.type);
         soap_resp_begin(&r, NS_CTS, "CTS", "RequestCardResponse", true);
-        soap_resp_add(r.op, r.self, "AlreadyInserted", "false");
+        soap_resp_add(r.op, r.self, "AlreadyInserted", already ? "true" : "false");
         soap_resp_add_card(&r, r.op, &c.card);
         return soap_resp_end(&r, ret);
 }
