@@ -283,6 +283,94 @@ static void teardown(void)
         free(tmp);
 }
 
+/* ---- recognition: CardVersion ------------------------------------------------------ */
+
+#define VER_IS(v, a, b, c)                                                                        \
+        do {                                                                                      \
+                ck_assert_msg((v).known, #v " unknown");                                          \
+                ck_assert_msg((v).major == (a) && (v).minor == (b) && (v).revision == (c),        \
+                              #v " is %u.%u.%u", (v).major, (v).minor, (v).revision);             \
+        } while (0)
+
+static void card_in_slot(env_t *e, unsigned slot, card_info_t *ci)
+{
+        ck_assert_int_eq(card_find_slot(e->cs, "KT1", slot, ci), 0);
+}
+
+/* The versions of EF.Version2 (C0 C1 C4 C5 C6 C7) and EF.ATR (D0) as the
+ * gematik images carry them: G2.1 eGK, SMC-B, HBA, G2.0 eGK; a G1+ eGK
+ * has no EF.Version2 and gets none. */
+START_TEST(recognition_versions)
+{
+        env_t e;
+        char h[CARD_HANDLE_MAX + 1];
+        card_info_t ci;
+        const card_version_t none = { 0 };
+
+        env_start(&e);
+
+        insert(&e, 1, CARDS "egk-g21-168583.card", NULL, h);
+        card_in_slot(&e, 1, &ci);
+        ck_assert_str_eq(ci.type, "EGK");
+        ck_assert_str_eq(ci.version, "4.5.2");
+        ck_assert_str_eq(tu_core_param(&e.k, "CARD/INSERTED", "CardVersion"), "4.5.2");
+        VER_IS(ci.versions.cos, 4, 3, 0);
+        VER_IS(ci.versions.object_system, 4, 5, 2);
+        VER_IS(ci.versions.pt_pers, 2, 0, 0);
+        VER_IS(ci.versions.logging, 1, 0, 0);
+        VER_IS(ci.versions.atr, 2, 0, 0);
+        VER_IS(ci.versions.gdo, 1, 0, 0);
+        ck_assert(!ci.versions.key_info.known);      /* gSMC-K/-KT only */
+        ck_assert(!ci.versions.data_structure.known); /* G1 eGK only */
+
+        insert(&e, 2, CARDS "smcb.card", NULL, h);
+        card_in_slot(&e, 2, &ci);
+        ck_assert_str_eq(ci.type, "SMC-B");
+        ck_assert_str_eq(ci.version, "4.8.0");
+        VER_IS(ci.versions.cos, 4, 3, 0);
+        VER_IS(ci.versions.object_system, 4, 8, 0);
+        VER_IS(ci.versions.pt_pers, 2, 0, 0);
+        VER_IS(ci.versions.atr, 2, 0, 0);
+        VER_IS(ci.versions.gdo, 1, 0, 0);
+        ck_assert(!ci.versions.logging.known); /* no EF.Logging on an SMC-B */
+        ck_assert(!ci.versions.key_info.known);
+
+        insert(&e, 3, CARDS "hba.card", NULL, h);
+        card_in_slot(&e, 3, &ci);
+        ck_assert_str_eq(ci.type, "HBA");
+        VER_IS(ci.versions.cos, 4, 3, 0);
+        VER_IS(ci.versions.object_system, 4, 7, 1);
+        VER_IS(ci.versions.pt_pers, 2, 0, 0);
+        VER_IS(ci.versions.atr, 2, 0, 0);
+        VER_IS(ci.versions.gdo, 1, 0, 0);
+        ck_assert(!ci.versions.logging.known);
+
+        /* G1+: no EF.Version2, refused as UNKNOWN, no versions at all */
+        insert(&e, 4, CARDS "egk-g1plus.card", NULL, h);
+        card_in_slot(&e, 4, &ci);
+        ck_assert_str_eq(ci.type, "UNKNOWN");
+        ck_assert_str_eq(ci.version, "");
+        ck_assert_str_eq(tu_core_param(&e.k, "CARD/INSERTED", "CardVersion"), "");
+        ck_assert_mem_eq(&ci.versions.cos, &none, sizeof(none));
+        ck_assert_mem_eq(&ci.versions.object_system, &none, sizeof(none));
+        ck_assert_mem_eq(&ci.versions.pt_pers, &none, sizeof(none));
+        ck_assert_mem_eq(&ci.versions.atr, &none, sizeof(none));
+        ck_assert_mem_eq(&ci.versions.gdo, &none, sizeof(none));
+        ck_assert_mem_eq(&ci.versions.logging, &none, sizeof(none));
+        remove_card(&e, 4);
+
+        /* G2.0 eGK: object system 4.3.2 (< 4.4.0: no ECC keys) */
+        insert(&e, 4, CARDS "egk-g2-017222.card", NULL, h);
+        card_in_slot(&e, 4, &ci);
+        ck_assert_str_eq(ci.type, "EGK");
+        VER_IS(ci.versions.cos, 4, 3, 0);
+        VER_IS(ci.versions.object_system, 4, 3, 2);
+        VER_IS(ci.versions.logging, 1, 0, 0);
+
+        env_stop(&e);
+}
+END_TEST
+
 /* ---- PINs ----------------------------------------------------------------------- */
 
 /* PIN.CH of an eGK: wrong, wrong, wrong (blocked), then PUK. */
@@ -1397,6 +1485,7 @@ int main(void)
         }
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, recognition_versions);
         tcase_add_test(tc, pin_verify_block_unblock);
         tcase_add_test(tc, transport_pin);
         tcase_add_test(tc, empty_pin);

@@ -874,6 +874,87 @@ START_TEST(external_authenticate)
 }
 END_TEST
 
+/* ---- CardVersion -------------------------------------------------------------------- */
+
+/* The answer without the indentation between elements (malloc'd). */
+static char *squeezed(const char *xml)
+{
+        char *out = kon_malloc(strlen(xml) + 1), *o = out;
+
+        for (const char *p = xml; *p; p++) {
+                if (*p == '>') {
+                        const char *q = p + 1;
+                        while (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\r')
+                                q++;
+                        if (*q == '<') {
+                                *o++ = '>';
+                                p = q - 1;
+                                continue;
+                        }
+                }
+                *o++ = *p;
+        }
+        *o = '\0';
+        return out;
+}
+
+#define VI(a, b, c)                                                                 \
+        "<CARD:Major>" #a "</CARD:Major><CARD:Minor>" #b "</CARD:Minor><CARD:Revision>" #c \
+        "</CARD:Revision>"
+
+/* RequestCard answers with CARD:Card: the HBA's and the Prüfkarte's
+ * CardVersion (COS version from EF.ATR, the rest from EF.Version2),
+ * schema-valid; a card refused as too old (G1+, no EF.Version2) has
+ * none. */
+START_TEST(card_version)
+{
+        env_t e;
+        card_info_t ci;
+        call_t c;
+        _cleanup_free_ char *s = NULL;
+
+        env_start(&e);
+        insert(&e, 1, CARDS "egk-pruefkarte.card", &ci);
+        insert(&e, 2, CARDS "hba.card", &ci);
+        insert(&e, 3, CARDS "egk-g1plus.card", &ci);
+
+        c = call(&e, "/ws/CardTerminalService", request_body("AP1", 1, NULL, NULL, -1));
+        assert_has(&c, "<CTS:AlreadyInserted>true</CTS:AlreadyInserted>");
+        s = squeezed(c.resp);
+        ck_assert_msg(strstr(s, "<CARDCMN:CardType>EGK</CARDCMN:CardType><CARD:CardVersion>"
+                                "<CARD:COSVersion>" VI(4, 3, 0) "</CARD:COSVersion>"
+                                "<CARD:ObjectSystemVersion>" VI(4, 5, 2) "</CARD:ObjectSystemVersion>"
+                                "<CARD:CardPTPersVersion>" VI(2, 0, 0) "</CARD:CardPTPersVersion>"
+                                "<CARD:LoggingVersion>" VI(1, 0, 0) "</CARD:LoggingVersion>"
+                                "<CARD:ATRVersion>" VI(2, 0, 0) "</CARD:ATRVersion>"
+                                "<CARD:GDOVersion>" VI(1, 0, 0) "</CARD:GDOVersion>"
+                                "</CARD:CardVersion><CARDCMN:Iccsn>"),
+                      "eGK CardVersion: %s", s);
+        free(c.resp);
+        free(s);
+
+        c = call(&e, "/ws/CardTerminalService", request_body("AP1", 2, NULL, NULL, -1));
+        s = squeezed(c.resp);
+        ck_assert_msg(strstr(s, "<CARDCMN:CardType>HBA</CARDCMN:CardType><CARD:CardVersion>"
+                                "<CARD:COSVersion>" VI(4, 3, 0) "</CARD:COSVersion>"
+                                "<CARD:ObjectSystemVersion>" VI(4, 7, 1) "</CARD:ObjectSystemVersion>"
+                                "<CARD:CardPTPersVersion>" VI(2, 0, 0) "</CARD:CardPTPersVersion>"
+                                "<CARD:ATRVersion>" VI(2, 0, 0) "</CARD:ATRVersion>"
+                                "<CARD:GDOVersion>" VI(1, 0, 0) "</CARD:GDOVersion>"
+                                "</CARD:CardVersion><CARDCMN:Iccsn>"),
+                      "HBA CardVersion: %s", s);
+        free(c.resp);
+        free(s);
+
+        c = call(&e, "/ws/CardTerminalService", request_body("AP1", 3, NULL, NULL, -1));
+        s = squeezed(c.resp);
+        ck_assert_msg(strstr(s, "<CARDCMN:CardType>UNKNOWN</CARDCMN:CardType>") && !strstr(s, "CardVersion"),
+                      "G1+: %s", s);
+        free(c.resp);
+        env_stop(&e);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("soap_card");
@@ -901,6 +982,7 @@ int main(void)
         tcase_add_test(tc, request_and_eject);
         tcase_add_test(tc, certificates);
         tcase_add_test(tc, external_authenticate);
+        tcase_add_test(tc, card_version);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_set_fork_status(sr, CK_NOFORK);

@@ -5,11 +5,14 @@
  * processor card by the application it answers to (eGK, SMC-B, HBA,
  * SMC-KT), its ICCSN from EF.GDO, its object-system version from
  * EF.Version2 (no EF.Version2 = generation before G2, which the Konnektor
- * refuses: CardType UNKNOWN, TIP1-A_4988-02), and the holder from the AUT
+ * refuses: CardType UNKNOWN, TIP1-A_4988-02), the other version numbers
+ * of EF.Version2 and the COS version from EF.ATR (card_versions_t: the
+ * CardVersion of CardService's CardInfoType), and the holder from the AUT
  * certificate (CardHolderName, KVNR on the eGK, CertExpirationDate). It
  * gives the card a CardHandle, unique and never reused while the daemon
  * runs, valid until the card is removed, and publishes CARD/INSERTED with
- * CardHandle, CardType, CardVersion, ICCSN, CtID, SlotID, InsertTime,
+ * CardHandle, CardType, CardVersion (the object system version "4.5.2",
+ * empty without EF.Version2), ICCSN, CtID, SlotID, InsertTime,
  * CardHolderName, KVNR (and CertExpirationDate). Removal publishes
  * CARD/REMOVED with the same parameters; the handle is then invalid.
  *
@@ -73,10 +76,44 @@ typedef struct card_service card_service_t;
 
 #define CARD_HANDLE_MAX 32
 
+/* One version number as the card stores it: 3 bytes major, minor,
+ * revision (CardService VersionInfoType). known false: not on the card. */
+typedef struct {
+        bool known;
+        uint8_t major, minor, revision;
+} card_version_t;
+
+/* The parts of CardService's CardVersion, read at recognition from the
+ * MF of a card of generation 2 (all unknown without EF.Version2, i.e. for
+ * the KVK, unrecognised cards and older generations):
+ *   cos             COSVersion: EF.ATR (2F01, SFI 1D), DO 'D0', the
+ *                   product type version of the COS (4.3.0 on the gematik
+ *                   test images)
+ *   object_system   ObjectSystemVersion: EF.Version2 (2F11, SFI 11) 'C1',
+ *                   the product type version of the object system
+ *                   (4.0.0..4.3.x G2, >= 4.4.0 G2.1)
+ *   pt_pers         CardPTPersVersion: EF.Version2 'C0', the version of the
+ *                   filling instructions (personalisation) of EF.Version2
+ *   data_structure  DataStructureVersion: EF.Version record 3 of the
+ *                   generation 1 eGK; a G2 card has no counterpart, so it
+ *                   stays unknown
+ *   logging         LoggingVersion: 'C7' (filling of EF.Logging, eGK only)
+ *   atr             ATRVersion: 'C5' (filling of EF.ATR)
+ *   gdo             GDOVersion: 'C4' (filling of EF.GDO)
+ *   key_info        KeyInfoVersion: 'C6' (filling of EF.KeyInfo, gSMC-K
+ *                   and gSMC-KT only)
+ * CardVersion is complete (may be reported) when cos and object_system
+ * are both known. */
+typedef struct {
+        card_version_t cos, object_system, pt_pers, data_structure, logging, atr, gdo, key_info;
+} card_versions_t;
+
 typedef struct {
         char handle[CARD_HANDLE_MAX + 1];
         char type[16];            /* CardTypeType: EGK, SMC-B, HBA, SMC-KT, KVK, UNKNOWN */
-        char version[16];         /* object system version "4.5.2", "" if unknown */
+        char version[16];         /* object system version "4.5.2", "" if unknown: the
+                                   * CardVersion parameter of CARD/INSERTED */
+        card_versions_t versions; /* CardVersion of CardInfoType (see above) */
         char iccsn[21];           /* 20 digits, "" if unknown */
         char ctid[CT_ID_MAX + 1];
         unsigned slot;

@@ -1,6 +1,7 @@
 /* Card recognition (TUC_KON_001) as a chain of asynchronous terminal
  * commands: REQUEST ICC -> SELECT by application AID -> EF.GDO (ICCSN) ->
- * EF.Version2 (object system version) -> DF.ESIGN AUT certificate
+ * EF.Version2 (object system and filling versions) -> EF.ATR (COS
+ * version; only after an EF.Version2) -> DF.ESIGN AUT certificate
  * (holder, KVNR, expiry) -> CARD/INSERTED.
  *
  * Every step may find the card gone (removed while we talked to it): the
@@ -205,19 +206,75 @@ static void on_esign(void *ud, int err, const uint8_t *r, size_t len)
         send_read_sfi(c, a->aut_sfi_ecc, on_cert);
 }
 
-static void on_version(void *ud, int err, const uint8_t *r, size_t len)
+/* A version DO of 3 bytes into v; anything else leaves v unknown. */
+static void take_version(const sicct_tlv_t *t, card_version_t *v)
+{
+        if (t->len != 3)
+                return;
+        v->known = true;
+        v->major = t->value[0];
+        v->minor = t->value[1];
+        v->revision = t->value[2];
+}
+
+/* The DOs of a list, up to the end or the first malformed byte (a file
+ * may be padded with zeros after its last DO). */
+static void take_versions(const uint8_t *p, size_t n, const uint16_t *tags, card_version_t *const *dst,
+                          size_t count)
+{
+        sicct_tlv_iter_t it;
+        sicct_tlv_t t;
+
+        sicct_tlv_iter_init(&it, p, n);
+        while (sicct_tlv_next(&it, &t) > 0)
+                for (size_t i = 0; i < count; i++)
+                        if (t.tag == tags[i] && !dst[i]->known)
+                                take_version(&t, dst[i]);
+}
+
+static void on_atr(void *ud, int err, const uint8_t *r, size_t len)
 {
         card_t *c = ud;
-        sicct_tlv_t outer, c1;
+        static const uint16_t tags[] = { 0xD0 };
+        card_version_t *const dst[] = { &c->info.versions.cos };
 
         if (!still_there(c, err))
                 return;
-        /* EF.Version2: EF L { C0 .., C1 <object system version, 3 bytes>, ... } */
-        if (read_ok(r, len) && sicct_tlv_parse(r, len - 2, &outer) == 0 &&
-            sicct_tlv_find(outer.value, outer.len, 0xC1, &c1) == 0 && c1.len == 3) {
-                snprintf(c->info.version, sizeof(c->info.version), "%u.%u.%u", c1.value[0], c1.value[1],
-                         c1.value[2]);
-        } else if (strcmp(c->info.type, "EGK") == 0) {
+        /* EF.ATR: a list of DOs (E0 buffer sizes, 5F52 historical bytes,
+         * D0 <COS product type version, 3 bytes>, D2..D6 product
+         * identifications, ...). Missing or unreadable: no COS version. */
+        if (read_ok(r, len))
+                take_versions(r, len - 2, tags, dst, KON_ARRAY_SIZE(tags));
+        send_select_aid(c, df_esign, sizeof(df_esign), on_esign);
+}
+
+static void on_version(void *ud, int err, const uint8_t *r, size_t len)
+{
+        card_t *c = ud;
+        card_versions_t *v = &c->info.versions;
+        static const uint16_t tags[] = { 0xC0, 0xC1, 0xC4, 0xC5, 0xC6, 0xC7 };
+        card_version_t *const dst[] = { &v->pt_pers, &v->object_system, &v->gdo, &v->atr, &v->key_info,
+                                        &v->logging };
+        sicct_tlv_t outer;
+
+        if (!still_there(c, err))
+                return;
+        /* EF.Version2: EF L { C0 <filling instructions of EF.Version2>,
+         * C1 <object system version>, C2 <product identification of the
+         * object system, 16 bytes>, C3 <EnvironmentSettings, gSMC-K>,
+         * C4 <EF.GDO>, C5 <EF.ATR>, C6 <EF.KeyInfo, gSMC-K/-KT>,
+         * C7 <EF.Logging, eGK> }, versions 3 bytes each */
+        if (read_ok(r, len) && sicct_tlv_parse(r, len - 2, &outer) == 0 && outer.tag == 0xEF)
+                take_versions(outer.value, outer.len, tags, dst, KON_ARRAY_SIZE(tags));
+        if (v->object_system.known) {
+                snprintf(c->info.version, sizeof(c->info.version), "%u.%u.%u", v->object_system.major,
+                         v->object_system.minor, v->object_system.revision);
+                send_read_sfi(c, 0x1D, on_atr);
+                return;
+        }
+        /* without the object system version the other parts say nothing */
+        memset(v, 0, sizeof(*v));
+        if (strcmp(c->info.type, "EGK") == 0) {
                 /* no EF.Version2: an eGK before G2, refused (TIP1-A_4988-02) */
                 kon_notice("card in %s slot %u: eGK without EF.Version2 (generation before G2)",
                            c->info.ctid, c->info.slot);

@@ -7,7 +7,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "konnektor/core.h"
-#include "../soap/soap_auth_cmd.h"
+#include "konnektor/soap.h"
 
 #define DEFAULT_CONFIG KON_SYSCONFDIR "/konnektor/konnektor.conf"
 

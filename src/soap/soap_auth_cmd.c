@@ -30,7 +30,7 @@
 #include "konnektor/infomodel.h"
 #include "konnektor/store.h"
 #include "konnektor/util.h"
-#include "soap_auth_cmd.h"
+#include "konnektor/soap.h"
 
 /* sysexits.h values, as konnektord(8) documents them */
 #define EXIT_USAGE 64

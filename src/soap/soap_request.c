@@ -356,16 +356,46 @@ static bool all_digits(const char *s, size_t n)
         return strlen(s) == n && strspn(s, "0123456789") == n;
 }
 
+/* CARD:<name> of VersionInfoType, if the card has that version. */
+static void add_card_version(soap_resp_t *r, xmlNodePtr parent, const char *name, const card_version_t *v)
+{
+        xmlNodePtr n;
+        char num[4];
+
+        if (!v->known)
+                return;
+        n = xmlNewChild(parent, r->card, X(name), NULL);
+        snprintf(num, sizeof(num), "%u", v->major);
+        soap_resp_add(n, r->card, "Major", num);
+        snprintf(num, sizeof(num), "%u", v->minor);
+        soap_resp_add(n, r->card, "Minor", num);
+        snprintf(num, sizeof(num), "%u", v->revision);
+        soap_resp_add(n, r->card, "Revision", num);
+}
+
 void soap_resp_add_card(soap_resp_t *r, xmlNodePtr parent, const card_info_t *c)
 {
         xmlNodePtr n = xmlNewChild(parent, r->card, X("Card"), NULL);
+        const card_versions_t *v = &c->versions;
         char date[40], slot[16];
 
         soap_resp_add(n, r->conn, "CardHandle", c->handle);
         soap_resp_add(n, r->cardcmn, "CardType", c->type[0] ? c->type : "UNKNOWN");
-        /* CardVersion needs COSVersion and ObjectSystemVersion; the card
-         * service knows only the object system version, and an invented
-         * COS version would mislead more than an absent (optional) element */
+        /* CardVersion needs COSVersion and ObjectSystemVersion (a card
+         * without them, e.g. the KVK, has none); the optional parts follow
+         * as far as the card has them, in the schema's order */
+        if (v->cos.known && v->object_system.known) {
+                xmlNodePtr cv = xmlNewChild(n, r->card, X("CardVersion"), NULL);
+
+                add_card_version(r, cv, "COSVersion", &v->cos);
+                add_card_version(r, cv, "ObjectSystemVersion", &v->object_system);
+                add_card_version(r, cv, "CardPTPersVersion", &v->pt_pers);
+                add_card_version(r, cv, "DataStructureVersion", &v->data_structure);
+                add_card_version(r, cv, "LoggingVersion", &v->logging);
+                add_card_version(r, cv, "ATRVersion", &v->atr);
+                add_card_version(r, cv, "GDOVersion", &v->gdo);
+                add_card_version(r, cv, "KeyInfoVersion", &v->key_info);
+        }
         if (all_digits(c->iccsn, 20))
                 soap_resp_add(n, r->cardcmn, "Iccsn", c->iccsn);
         soap_resp_add(n, r->cardcmn, "CtId", c->ctid);

@@ -123,6 +123,7 @@ class GematikFault(Exception):
         self.codes = codes
         self.code = codes[-1] if codes else None
         self.detail_xml = detail_xml
+        self.headers = {}  # the HTTP response headers (set by Konnektor.call_proxy)
         super().__init__("%s.%s: HTTP %s %s gematik %s: %s" % (service, operation, http_status, faultcode,
                                                               codes, text))
 
@@ -304,6 +305,9 @@ class Konnektor:
         for c in self._clients.values():
             c.transport.session.close()
         self._clients = {}
+        for c in getattr(self, "_callers", []):
+            c.close()
+        self._callers = []
         if getattr(self, "session", None):
             self.session.close()
         status = None
@@ -406,7 +410,12 @@ class Konnektor:
         zeep's result object. A SOAP fault raises GematikFault (validated
         too). A service not yet implemented (gematik 4001 / HTTP 501)
         skips the test, unless the service is required."""
-        proxy = self.client(service, session)
+        return self.call_proxy(self.client(service, session), service, operation, **args)
+
+    def call_proxy(self, proxy, service, operation, **args):
+        """call() through a given zeep proxy (one of client() or of a
+        Caller). A GematikFault carries the HTTP response headers too
+        (headers: WWW-Authenticate of a 401)."""
         svc = SERVICES[service]
         fault = None
         try:
@@ -421,6 +430,7 @@ class Konnektor:
             return result
         codes, text, detail = parse_fault(svc, resp.content, "%s.%s" % (service, operation))
         gf = GematikFault(service, operation, resp.status_code, fault.code, fault.message, codes, detail)
+        gf.headers = resp.headers
         if not svc.required and (resp.status_code == 501 or (gf.code == 4001 and "implemented" in (text or ""))):
             raise unittest.SkipTest("%s.%s not implemented by konnektord yet (gematik %s, HTTP %d)"
                                     % (service, operation, gf.code, resp.status_code))
@@ -505,6 +515,136 @@ class Konnektor:
             raise box["error"]
         assert entered, "%s.%s returned without asking for a PIN at %s" % (service, operation, terminal)
         return box["result"]
+
+    # ---- client systems with credentials (security levels) ---------------------------
+
+    def caller(self, session=None, plain=None):
+        """A Caller: the calls of one client system's connection (see
+        there); closed with the Konnektor."""
+        c = Caller(self, session, plain)
+        if not hasattr(self, "_callers"):
+            self._callers = []
+        self._callers.append(c)
+        return c
+
+    def export_client_cert(self, clientsystem, algo="rsa", reload=True):
+        """konnektord --export-client-cert for the Clientsystem into the temp
+        dir (PKCS#12 with a random password), converted to PEM for requests;
+        returns (chain, key) for new_session(cert=...). The certificate is
+        registered in the state store; with reload a running konnektord is
+        sent SIGHUP to pick it up (the caller waits until it works)."""
+        d = tempfile.mkdtemp(prefix="cert-%s." % clientsystem, dir=self.tmp)
+        pwfile, p12 = os.path.join(d, "p12-password"), os.path.join(d, "client.p12")
+        with open(pwfile, "w") as f:
+            f.write(base64.b64encode(os.urandom(18)).decode() + "\n")
+        r = subprocess.run([KONNEKTORD, "--config", self.conf, "--state-dir", self.state, "--export-client-cert",
+                            clientsystem, "--out", p12, "--algo", algo, "--password-file", pwfile],
+                           capture_output=True, text=True, timeout=60 * SLOW)
+        if r.returncode != 0:
+            raise AssertionError("konnektord --export-client-cert %s: exit %d: %s%s" % (clientsystem, r.returncode,
+                                                                                      r.stdout, r.stderr))
+        chain, key = os.path.join(d, "chain.pem"), os.path.join(d, "key.pem")
+        pem = b""
+        for what in ("-clcerts", "-cacerts"):  # the leaf first
+            rc, out, err = openssl("pkcs12", "-in", p12, "-passin", "file:" + pwfile, what, "-nokeys")
+            assert rc == 0, "openssl pkcs12 %s: %s" % (what, err)
+            pem += out.encode()
+        with open(chain, "wb") as f:
+            f.write(pem)
+        rc, out, err = openssl("pkcs12", "-in", p12, "-passin", "file:" + pwfile, "-nocerts", "-nodes")
+        assert rc == 0, "openssl pkcs12 -nocerts: %s" % err
+        with open(key, "w") as f:
+            f.write(out)
+        os.chmod(key, 0o600)
+        if reload and self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+        return chain, key
+
+
+class Caller:
+    """The calls of one client system's connection: its requests session
+    (no credentials, HTTP Basic, a client certificate; Konnektor.new_session)
+    and, with plain = the [soap] plain_listen address, plain HTTP to the
+    same paths (security level 1). One zeep client per service, made on
+    first use; every call validated as Konnektor.call does.
+
+        c = k.caller(k.new_session(auth=("pvs", password)))
+        c.call("EventService", "GetCards", Context=k.context(clientsystem="CS-BASIC"))
+    """
+
+    def __init__(self, k, session=None, plain=None):
+        self.k = k
+        self.session = session or k.new_session()
+        self.plain = plain
+        self._proxies = {}
+
+    def address(self, service):
+        """The service's endpoint as connector.sds names it, moved to
+        http://plain when this is a plain-HTTP caller."""
+        address = self.k.endpoint(service)
+        if address is None:
+            raise unittest.SkipTest("%s is not announced in connector.sds" % service)
+        if self.plain:
+            address = re.sub(r"^https://[^/]+", "http://" + self.plain, address)
+        return address
+
+    def client(self, service):
+        if service not in self._proxies:
+            svc = SERVICES[service]
+            transport = _RecordingTransport(session=self.session, timeout=30 * SLOW, operation_timeout=60 * SLOW)
+            client = zeep.Client(svc.wsdl, transport=transport, settings=zeep.Settings(forbid_entities=False))
+            proxy = client.create_service(svc.binding, self.address(service))
+            proxy.transport = transport
+            proxy.zeep_client = client
+            self._proxies[service] = proxy
+        return self._proxies[service]
+
+    def call(self, service, operation, **args):
+        return self.k.call_proxy(self.client(service), service, operation, **args)
+
+    def last_response(self, service):
+        """The requests.Response of this caller's last call of the service."""
+        return self.client(service).transport.last.response
+
+    def call_with_pin(self, terminal, digits, service, operation, optional=False, **args):
+        """call() in a thread while digits are typed at the terminal's pad
+        (Konnektor.enter_pin). optional: the Konnektor may answer without
+        asking (a PIN already verified in this card session)."""
+        box = {}
+
+        def run():
+            try:
+                box["result"] = self.call(service, operation, **args)
+            except BaseException as e:  # noqa: BLE001 - re-raised below
+                box["error"] = e
+        t = threading.Thread(target=run)
+        t.start()
+        entered = self.k.enter_pin(terminal, digits, t.is_alive)
+        t.join(60 * SLOW)
+        if "error" in box:
+            raise box["error"]
+        assert entered or optional, "%s.%s returned without asking for a PIN at %s" % (service, operation, terminal)
+        return box["result"]
+
+    def close(self):
+        self.session.close()
+        self._proxies = {}
+
+
+_password_hashes = {}
+
+
+def hash_password(password):
+    """konnektord --hash-password of the password (policy: 20 characters of
+    all four classes), as [clientsystem] password_hash wants it; made once
+    per password and process (each costs an scrypt run)."""
+    if password not in _password_hashes:
+        r = subprocess.run([KONNEKTORD, "--hash-password"], input=password + "\n", capture_output=True, text=True,
+                           timeout=60 * SLOW)
+        if r.returncode != 0:
+            raise AssertionError("konnektord --hash-password: exit %d: %s" % (r.returncode, r.stderr))
+        _password_hashes[password] = r.stdout.strip()
+    return _password_hashes[password]
 
 
 def _body_child(raw, what):
