@@ -147,8 +147,10 @@ class EventService(KonnektorTestCase):
             self.assertEqual(egk.Kvnr, PRUEFKARTE_KVNR)
             self.assertEqual(len(egk.Iccsn), 20)
             self.assertTrue(egk.CardHolderName)
-            # CardVersion is optional and left out by konnektord until the
-            # card service knows the COS version (src/soap/soap_request.c)
+            # CardVersion from EF.ATR (COS) and EF.Version2: a G2.1 eGK
+            v = egk.CardVersion
+            self.assertEqual((v.COSVersion.Major, v.COSVersion.Minor, v.COSVersion.Revision), (4, 3, 0))
+            self.assertEqual((v.ObjectSystemVersion.Major, v.ObjectSystemVersion.Minor), (4, 5))
             now = datetime.datetime.now(datetime.timezone.utc)
             self.assertLess(abs((now - egk.InsertTime).total_seconds()), 120)
             egks = self.k.cards(CardType="EGK")
