@@ -163,7 +163,7 @@ typedef enum {
 } card_pin_status_t;
 
 /* "VERIFIED", "TRANSPORT_PIN", "EMPTY_PIN", "DISABLED", "VERIFIABLE",
- * "BLOCKED" (PinStatusEnum; DISABLED is not in CardService.xsd) */
+ * "BLOCKED" (PinStatusEnum; DISABLED is in CardService 8.1.3, not in the older 8.1.0 schema) */
 const char *card_pin_status_name(card_pin_status_t s);
 
 typedef enum {
