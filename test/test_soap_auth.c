@@ -14,6 +14,8 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +26,10 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "konnektor/core.h"
+#include "konnektor/https.h"
 #include "konnektor/infomodel.h"
+#include "konnektor/store.h"
 #include "konnektor/util.h"
 #include "src/soap/soap_private.h"
 #include "testutil.h"
@@ -92,6 +97,145 @@ START_TEST(password_policy_and_hash)
                                                               "/RtzC6Ny+wDCkMeG4t29QiAxhrUxmcchLCH02wvtW4U"));
         ck_assert_ptr_nonnull(infomodel_password_hash_problem("$scrypt$ln=17,r=8,p=1$MA0XwjX7Oy0b4msi7ifG+Q$short"));
         ck_assert_int_eq(infomodel_password_verify("$scrypt$x", GOOD_PW), -EINVAL);
+}
+END_TEST
+
+/* ---- the scrypt queue -------------------------------------------------------- */
+
+/* An information model in this process with Clientsystem CSB (auth =
+ * basic, pvs / GOOD_PW at ln=15). */
+static infomodel_t *unit_im(kon_conf_t **conf, kon_store_t **store)
+{
+        static kon_conf_section_t schema[16];
+        char hash[INFOMODEL_PWHASH_MAX + 1], err[KON_MODULE_ERROR_MAX] = "", msg[600];
+        _cleanup_free_ char *text = NULL, *db = kon_asprintf("%s/unit.db", tmp);
+        kon_conf_error_t cerr;
+        char *emsg = NULL;
+        infomodel_t *im = NULL;
+        size_t n = 0;
+
+        if (!schema[0].name) {
+                for (const kon_conf_section_t *p = kon_core_conf_sections; p->name; p++)
+                        schema[n++] = *p;
+                for (const kon_conf_section_t *p = kon_infomodel_module.conf_sections; p->name; p++)
+                        schema[n++] = *p;
+        }
+        ck_assert_int_eq(infomodel_password_hash(GOOD_PW, 15, hash, sizeof(hash)), 0);
+        text = kon_asprintf("[mandant \"M1\"]\nclientsystems = CSB\nworkplaces = AP1\n[workplace \"AP1\"]\n"
+                            "[clientsystem \"CSB\"]\nauth = basic\nusername = pvs\npassword_hash = %s\n", hash);
+        ck_assert_msg(kon_conf_parse("unit.conf", tmp, text, strlen(text), schema, conf, &cerr) == 0, "%s",
+                      kon_conf_error_string(&cerr, msg, sizeof(msg)));
+        ck_assert_msg(kon_store_open(db, false, store, &emsg) == 0, "%s", emsg ? emsg : "");
+        ck_assert_msg(infomodel_new(*store, NULL, *conf, &im, err) == 0, "%s", err);
+        return im;
+}
+
+static const https_peer_t tls_peer = { .tls_version = "TLSv1.3", .remote = "192.0.2.7:4711" };
+
+typedef struct {
+        infomodel_t *im;
+        pthread_barrier_t *go;
+        char header[160];
+        int code;
+        bool busy, challenge;
+        uint64_t us;
+} flood_t;
+
+static void *flood_one(void *arg)
+{
+        flood_t *f = arg;
+        soap_auth_conn_t c = { .peer = &tls_peer, .authorization = f->header };
+        char text[256];
+        uint64_t t0;
+
+        pthread_barrier_wait(f->go);
+        t0 = kon_now_monotonic_us();
+        f->code = soap_auth_check(f->im, &c, "CSB", text, sizeof(text));
+        f->us = kon_now_monotonic_us() - t0;
+        f->busy = c.busy;
+        f->challenge = c.basic_challenge;
+        return NULL;
+}
+
+static void basic_header(const char *user, const char *pw, char *out, size_t len)
+{
+        _cleanup_free_ char *plain = kon_asprintf("%s:%s", user, pw);
+        unsigned char b64[4 * 30 + 1];
+        int n;
+
+        ck_assert_uint_le(strlen(plain), 90);
+        n = EVP_EncodeBlock(b64, (const unsigned char *)plain, (int)strlen(plain));
+        ck_assert_int_gt(n, 0);
+        snprintf(out, len, "Basic %s", b64);
+}
+
+/* A flood of wrong passwords for a known user must not queue one scrypt run
+ * per request: each waiting request holds a worker thread of the listener,
+ * so every client system (even auth = none) would stall. Beyond the bound
+ * a request is refused at once (busy: HTTP 503), without a challenge;
+ * remembered credentials are accepted meanwhile. */
+START_TEST(scrypt_queue_bounded)
+{
+        enum { N = 8 };
+        kon_conf_t *conf = NULL;
+        kon_store_t *store = NULL;
+        infomodel_t *im = unit_im(&conf, &store);
+        pthread_barrier_t go;
+        pthread_t th[N];
+        flood_t f[N];
+        soap_auth_conn_t c = { .peer = &tls_peer };
+        char good[160], text[256];
+        unsigned busy = 0, judged = 0;
+
+        soap_auth_cache_clear();
+        soap_auth_set_kdf_limit(2);
+        basic_header("pvs", GOOD_PW, good, sizeof(good));
+        c.authorization = good;
+        ck_assert_int_eq(soap_auth_check(im, &c, "CSB", text, sizeof(text)), 0);     /* remembered now */
+
+        ck_assert_int_eq(pthread_barrier_init(&go, NULL, N + 1), 0);
+        for (int i = 0; i < N; i++) {
+                char pw[64];
+
+                f[i] = (flood_t){ .im = im, .go = &go };
+                snprintf(pw, sizeof(pw), "Falsches-Passwort-%d!", i);
+                basic_header("pvs", pw, f[i].header, sizeof(f[i].header));
+                ck_assert_int_eq(pthread_create(&th[i], NULL, flood_one, &f[i]), 0);
+        }
+        pthread_barrier_wait(&go);
+        /* the legitimate client, during the flood */
+        ck_assert_int_eq(soap_auth_check(im, &c, "CSB", text, sizeof(text)), 0);
+        for (int i = 0; i < N; i++) {
+                ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+                ck_assert_int_eq(f[i].code, INFOMODEL_E_CS_AUTH);
+                if (f[i].busy) {
+                        busy++;
+                        ck_assert(!f[i].challenge);
+                } else {
+                        judged++;
+                        ck_assert(f[i].challenge);
+                }
+        }
+        /* at most 2 wait or run at a time; the rest come back at once */
+        ck_assert_msg(busy >= N - 4, "%u of %u wrong passwords were refused as busy", busy, N);
+        ck_assert_uint_ge(judged, 1);
+        pthread_barrier_destroy(&go);
+
+        /* with the queue free again, a wrong password is judged */
+        {
+                flood_t one = { .im = im };
+                soap_auth_conn_t c2 = { .peer = &tls_peer };
+
+                basic_header("pvs", "Noch-ein-falsches-Passwort-1", one.header, sizeof(one.header));
+                c2.authorization = one.header;
+                ck_assert_int_eq(soap_auth_check(im, &c2, "CSB", text, sizeof(text)), INFOMODEL_E_CS_AUTH);
+                ck_assert(!c2.busy && c2.basic_challenge);
+        }
+        soap_auth_set_kdf_limit(8);
+        soap_auth_cache_clear();
+        infomodel_free(im);
+        kon_store_close(store);
+        kon_conf_free(conf);
 }
 END_TEST
 
@@ -259,6 +403,13 @@ START_TEST(levels_end_to_end)
         ck_assert_int_eq(run(cmd, fp, sizeof(fp)), 0);
         ck_assert_int_eq((int)strcspn(fp, "\n"), 64);
         free(cmd);
+        {
+                struct stat st;
+
+                /* the key inside is only as safe as the file (konnektord(8): mode 0600) */
+                ck_assert_int_eq(stat(p12, &st), 0);
+                ck_assert_int_eq(st.st_mode & 07777, 0600);
+        }
         /* never overwritten */
         cmd = kon_asprintf("%s -c %s --export-client-cert CSC --out %s --password-file %s 2>&1", KONNEKTORD, conf,
                            p12, pwf);
@@ -370,6 +521,7 @@ static Suite *suite(void)
         tcase_add_test(tc, password_policy_and_hash);
         tcase_add_test(tc, hash_tool);
         tcase_add_test(tc, malformed_hash_refused_at_load);
+        tcase_add_test(tc, scrypt_queue_bounded);
         suite_add_tcase(s, tc);
         tc = tcase_create("e2e");
         tcase_set_timeout(tc, 180);

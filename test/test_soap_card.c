@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,7 +176,7 @@ typedef struct {
         char *body;
         int status;
         char *resp;
-        volatile bool done;
+        atomic_bool done;               /* set by the client thread, polled by the loop */
 } call_t;
 
 static void *client(void *ud)

@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,7 +282,7 @@ typedef struct {
         int status;
         char *resp;
         size_t resp_len;
-        volatile bool done;
+        atomic_bool done;               /* set by the client thread, polled by the loop */
 } call_t;
 
 static void *client(void *ud)

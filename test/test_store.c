@@ -87,6 +87,15 @@ START_TEST(test_open_create_wal)
         ck_assert_int_eq(kon_store_version(s, "core"), 0);
         snprintf(wal, sizeof(wal), "%s-wal", dbpath);
         ck_assert_int_eq(access(wal, F_OK), 0);
+        /* pairing secrets and password hashes: owner only, whatever the umask */
+        {
+                struct stat st_db, st_wal;
+
+                ck_assert_int_eq(stat(dbpath, &st_db), 0);
+                ck_assert_int_eq(stat(wal, &st_wal), 0);
+                ck_assert_int_eq(st_db.st_mode & 0777, 0600);
+                ck_assert_int_eq(st_wal.st_mode & 0777, 0600);
+        }
         ck_assert_int_eq(kon_store_integrity_check(s), 0);
         kon_store_close(s);
 

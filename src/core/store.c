@@ -195,6 +195,15 @@ int kon_store_open(const char *path, bool check_integrity, kon_store_t **ret, ch
         if (r < 0)
                 return r;
 
+        /* The store holds pairing secrets and password hashes: a new file is
+         * the daemon user's alone (SQLite gives -wal and -shm the mode of
+         * the database file). An existing file keeps what the admin set. */
+        {
+                int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+                if (fd >= 0)
+                        close(fd);
+        }
         s = kon_calloc(1, sizeof(*s));
         s->path = kon_strdup(path);
         rc = sqlite3_open_v2(path, &s->db,

@@ -25,7 +25,12 @@
  * against the same stored hash is accepted by comparing that HMAC in
  * constant time; a changed password_hash (new salt) no longer matches. Only
  * one scrypt runs at a time, which bounds the memory a flood of wrong
- * passwords can take.
+ * passwords can take. The verifications waiting for it are bounded too
+ * (soap_auth_set_kdf_limit: half the worker threads): each holds a
+ * libmicrohttpd worker, so an unbounded queue would let anyone who knows a
+ * user name stall every client system with wrong passwords. Beyond the
+ * bound a call is refused at once (4204, soap_auth_conn_t.busy: HTTP 503);
+ * remembered credentials never wait.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -106,6 +111,7 @@ int soap_auth_parse_basic(const char *header, char *user, size_t ulen, char *pas
         unsigned char *colon;
         size_t n;
         ssize_t len;
+        int r;
 
         if (!header)
                 return -ENOENT;
@@ -123,33 +129,42 @@ int soap_auth_parse_basic(const char *header, char *user, size_t ulen, char *pas
         n = strlen(p);
         while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
                 n--;
+        /* buf holds the password from here on: every exit wipes it */
         len = b64_decode(p, n, buf, sizeof(buf) - 1);
-        if (len < 0)
-                return (int)len;
+        if (len < 0) {
+                r = (int)len;
+                goto out;
+        }
         buf[len] = '\0';
+        r = -EINVAL;
         if (memchr(buf, '\0', (size_t)len))
-                return -EINVAL;
+                goto out;
         for (ssize_t i = 0; i < len; i++)
                 if (buf[i] < 0x20 || buf[i] == 0x7f)
-                        return -EINVAL;
+                        goto out;
         colon = memchr(buf, ':', (size_t)len);
         if (!colon)
-                return -EINVAL;
+                goto out;
         *colon = '\0';
         if ((size_t)(colon - buf) >= ulen || strlen((char *)colon + 1) >= plen) {
-                OPENSSL_cleanse(buf, sizeof(buf));
-                return -E2BIG;
+                r = -E2BIG;
+                goto out;
         }
         memcpy(user, buf, (size_t)(colon - buf) + 1);
         memcpy(pass, colon + 1, strlen((char *)colon + 1) + 1);
+        r = 0;
+out:
         OPENSSL_cleanse(buf, sizeof(buf));
-        return 0;
+        return r;
 }
 
 /* ---- verification cache ------------------------------------------------------ */
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t kdf_lock = PTHREAD_MUTEX_INITIALIZER;
+/* scrypt runs running or waiting for kdf_lock, and their bound; under
+ * cache_lock */
+static unsigned kdf_pending, kdf_pending_max = 8;
 static unsigned char cache_key[32];
 static bool cache_key_set;
 static struct {
@@ -221,6 +236,13 @@ static void cache_store(const char *cs, const unsigned char mac[32])
         pthread_mutex_unlock(&cache_lock);
 }
 
+void soap_auth_set_kdf_limit(unsigned n)
+{
+        pthread_mutex_lock(&cache_lock);
+        kdf_pending_max = n ? n : 1;
+        pthread_mutex_unlock(&cache_lock);
+}
+
 void soap_auth_cache_clear(void)
 {
         pthread_mutex_lock(&cache_lock);
@@ -229,11 +251,12 @@ void soap_auth_cache_clear(void)
         pthread_mutex_unlock(&cache_lock);
 }
 
-/* 1 if user/pw are the Clientsystem's, 0 if not, < 0 on internal errors. */
+/* 1 if user/pw are the Clientsystem's, 0 if not, -EBUSY if too many
+ * verifications are pending, other < 0 on internal errors. */
 static int check_password(const char *cs, const infomodel_cs_auth_t *a, const char *user, const char *pw)
 {
         unsigned char mac[32];
-        bool have_mac;
+        bool have_mac, busy;
         int r;
 
         /* the user name is not secret, but compare it like the rest */
@@ -243,13 +266,33 @@ static int check_password(const char *cs, const infomodel_cs_auth_t *a, const ch
         have_mac = cache_init();
         pthread_mutex_unlock(&cache_lock);
         have_mac = have_mac && credentials_mac(a->password_hash, user, pw, mac);
-        if (have_mac && cache_hit(cs, mac))
-                return 1;
+        if (have_mac && cache_hit(cs, mac)) {
+                r = 1;
+                goto out;
+        }
+        pthread_mutex_lock(&cache_lock);
+        busy = kdf_pending >= kdf_pending_max;
+        if (!busy)
+                kdf_pending++;
+        pthread_mutex_unlock(&cache_lock);
+        if (busy) {
+                r = -EBUSY;
+                goto out;
+        }
         pthread_mutex_lock(&kdf_lock);
-        r = infomodel_password_verify(a->password_hash, pw);
+        /* the same credentials may have been verified while this one
+         * waited (a PVS's parallel first requests): one scrypt for all */
+        if (have_mac && cache_hit(cs, mac))
+                r = 1;
+        else
+                r = infomodel_password_verify(a->password_hash, pw);
         pthread_mutex_unlock(&kdf_lock);
+        pthread_mutex_lock(&cache_lock);
+        kdf_pending--;
+        pthread_mutex_unlock(&cache_lock);
         if (r == 1 && have_mac)
                 cache_store(cs, mac);
+out:
         OPENSSL_cleanse(mac, sizeof(mac));
         return r;
 }
@@ -311,6 +354,11 @@ static int check_basic(soap_auth_conn_t *conn, const char *cs, const infomodel_c
         OPENSSL_cleanse(pw, sizeof(pw));
         if (r == 1)
                 return 0;
+        if (r == -EBUSY) {
+                /* nothing was judged: no challenge, the client may retry */
+                conn->busy = true;
+                return refuse(text, len, cs, "zu viele gleichzeitige Passwortprüfungen, bitte erneut versuchen");
+        }
         if (r < 0) {
                 kon_warn("soap: cannot verify the password of Clientsystem %s (%s)", cs,
                          r == -EINVAL ? "malformed password_hash" : "scrypt failed");
@@ -327,6 +375,7 @@ int soap_auth_check(infomodel_t *im, soap_auth_conn_t *conn, const char *cs, cha
         int r;
 
         conn->basic_challenge = false;
+        conn->busy = false;
         if (!im || !cs || !*cs)
                 return 0;
         /* an unknown Clientsystem is the access check's business (4005) */
@@ -348,8 +397,8 @@ int soap_auth_check(infomodel_t *im, soap_auth_conn_t *conn, const char *cs, cha
                 r = refuse(text, len, cs, "unbekanntes Authentisierungsverfahren");
         }
         if (r)
-                kon_info("soap: %s: Clientsystem %s refused (auth = %s)", conn->peer ? conn->peer->remote : "?", cs,
-                         infomodel_auth_name(a.auth));
+                kon_info("soap: %s: Clientsystem %s refused (auth = %s%s)", conn->peer ? conn->peer->remote : "?", cs,
+                         infomodel_auth_name(a.auth), conn->busy ? ", password verifications busy" : "");
         infomodel_cs_auth_done(&a);
         return r;
 }

@@ -144,6 +144,10 @@ struct soap_service {
         kon_core_t *core;
         const soap_profile_t *profile;
         https_server_t *main, *plain;
+        /* bound ports for the handlers: written on the loop when a listener
+         * is up (0 before and after), read on handler threads, never
+         * through main/plain, which the loop frees in stop() */
+        _Atomic uint16_t main_port, plain_port;
         bool tls;
         https_client_auth_t sds_auth, svc_auth;
         size_t max_body;
@@ -191,12 +195,12 @@ struct soap_loop_job {
 
 uint16_t soap_service_port(const soap_service_t *s)
 {
-        return s && s->main ? https_port(s->main) : 0;
+        return s ? s->main_port : 0;
 }
 
 uint16_t soap_service_plain_port(const soap_service_t *s)
 {
-        return s && s->plain ? https_port(s->plain) : 0;
+        return s ? s->plain_port : 0;
 }
 
 /* ---- request handling ---------------------------------------------------- */
@@ -261,8 +265,9 @@ static int serve_sds(soap_service_t *s, https_request_t *req, const https_peer_t
                 .client_aut_mandatory = s->client_aut_mandatory,
                 .now_us = kon_now_realtime_us(),
         };
-        uint16_t tls_port = s->tls ? https_port(s->main) : 0;
-        uint16_t http_port = s->tls ? soap_service_plain_port(s) : https_port(s->main);
+        uint16_t main_port = s->main_port;
+        uint16_t tls_port = s->tls ? main_port : 0;
+        uint16_t http_port = s->tls ? s->plain_port : main_port;
         int r;
 
         valid = soap_parse_host(hv, host, &hport) == 0;
@@ -579,6 +584,12 @@ static int serve_service(soap_service_t *s, https_request_t *req, soap_svc_id_t 
                 if (cc.auth.basic_challenge && rep.status != 200) {
                         https_add_header(req, "WWW-Authenticate", "Basic realm=\"Konnektor\", charset=\"UTF-8\"");
                         rep.status = 401;
+                }
+                /* too many password verifications pending: the credentials
+                 * were not looked at, try again (soap_auth.c) */
+                if (cc.auth.busy && rep.status != 200) {
+                        https_add_header(req, "Retry-After", "1");
+                        rep.status = 503;
                 }
                 r = https_respond(req, rep.status, "text/xml; charset=UTF-8", rep.body, rep.len);
                 free(rep.body);
@@ -932,13 +943,18 @@ static int soap_start(void *priv, char *err)
         pthread_mutex_lock(&s->lock);
         s->accepting = true;
         pthread_mutex_unlock(&s->lock);
+        /* wrong passwords never hold more than half the TLS listener's
+         * workers in the scrypt queue (soap_auth.c) */
+        soap_auth_set_kdf_limit(s->workers / 2);
         r = listen_on(s, s->tls, s->listen_host, s->listen_port, &s->main, err);
         if (r < 0)
                 return r;
+        s->main_port = https_port(s->main);
         if (s->has_plain) {
                 r = listen_on(s, false, s->plain_host, s->plain_port_cfg, &s->plain, err);
                 if (r < 0)
                         return r;
+                s->plain_port = https_port(s->plain);
         }
         snprintf(url, sizeof(url), "%s://%s:%u" SDS_PATH, s->tls ? "https" : "http", s->fallback_host,
                  https_port(s->main));

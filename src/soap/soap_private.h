@@ -302,6 +302,9 @@ typedef struct {
          * with 401 and WWW-Authenticate: Basic so that clients which only
          * send credentials when challenged do so */
         bool basic_challenge;
+        /* out: refused because too many password verifications are
+         * pending (nothing was judged); answer with 503 and Retry-After */
+        bool busy;
 } soap_auth_conn_t;
 
 /* "Basic base64(user:password)" (RFC 7617), at most SOAP_AUTH_HEADER_MAX
@@ -315,5 +318,10 @@ int soap_auth_parse_basic(const char *header, char *user, size_t ulen, char *pas
 int soap_auth_check(infomodel_t *im, soap_auth_conn_t *conn, const char *cs, char *text, size_t len);
 /* Forget remembered password verifications (tests). */
 void soap_auth_cache_clear(void);
+/* At most n (>= 1) password verifications running or waiting for the one
+ * scrypt slot; more are refused at once with busy set. Default 8; the
+ * module sets half its worker threads, so a flood of wrong passwords never
+ * holds more than half of them. */
+void soap_auth_set_kdf_limit(unsigned n);
 
 #endif

@@ -193,7 +193,7 @@ static int external_authenticate(const soap_env_t *env, xmlNodePtr op, soap_repl
         if (j->err < 0) {
                 const char *text;
                 int code, err = j->err;
-                char detail[160];
+                char detail[256];
 
                 free(j);
                 if (err == -EINVAL) {
