@@ -48,6 +48,7 @@
 #include "konnektor/util.h"
 #include "testutil.h"
 #include "tu_core.h"
+#include "tu_https.h"
 #include "src/soap/soap_private.h"
 
 #define PKI KON_BUILDDIR "/pki"
@@ -182,56 +183,9 @@ typedef struct {
 static void *client(void *ud)
 {
         call_t *c = ud;
-        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(c->port),
-                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        struct timeval tv = { .tv_sec = 30 };
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-        SSL *ssl = NULL;
-        size_t cap = 1 << 16, len = 0, blen = strlen(c->body);
-        char *buf = malloc(cap), *head = NULL, *end;
 
-        c->status = -1;
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-                goto out;
-        SSL_CTX_load_verify_locations(ctx, PKI "/ca-bundle.pem", NULL);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        ssl = SSL_new(ctx);
-        SSL_set_fd(ssl, fd);
-        if (SSL_connect(ssl) != 1)
-                goto out;
-        head = kon_asprintf("POST %s HTTP/1.1\r\nHost: konnektor.konlan\r\nConnection: close\r\n"
-                            "Content-Type: text/xml; charset=UTF-8\r\nContent-Length: %zu\r\n\r\n",
-                            c->path, blen);
-        if (SSL_write(ssl, head, (int)strlen(head)) <= 0 || SSL_write(ssl, c->body, (int)blen) <= 0)
-                goto out;
-        for (;;) {
-                int n;
-
-                if (len + 4096 + 1 > cap)
-                        buf = realloc(buf, cap *= 2);
-                n = SSL_read(ssl, buf + len, (int)(cap - len - 1));
-                if (n <= 0)
-                        break;
-                len += (size_t)n;
-        }
-        buf[len] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-        if (end && len > 12) {
-                c->status = atoi(buf + 9);
-                c->resp = kon_strdup(end + 4);
-        }
-out:
-        if (ssl) {
-                SSL_shutdown(ssl);
-                SSL_free(ssl);
-        }
-        SSL_CTX_free(ctx);
-        ERR_clear_error();
-        close(fd);
-        free(buf);
-        free(head);
+        c->status = tu_https_post(c->port, PKI "/ca-bundle.pem", c->path, "Content-Type: text/xml; charset=UTF-8\r\n",
+                                  c->body, &c->resp, NULL);
         c->done = true;
         return NULL;
 }

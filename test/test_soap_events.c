@@ -49,6 +49,7 @@
 #include "konnektor/soap.h"
 #include "konnektor/util.h"
 #include "testutil.h"
+#include "tu_https.h"
 #include "tu_core.h"
 #include "src/soap/soap_private.h"
 
@@ -288,61 +289,15 @@ typedef struct {
 static void *client(void *ud)
 {
         call_t *c = ud;
-        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(c->port),
-                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        struct timeval tv = { .tv_sec = 20 };
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-        SSL *ssl = NULL;
-        size_t cap = 1 << 16, len = 0, blen = strlen(c->body);
-        char *buf = malloc(cap), *head = NULL, *end;
+        char extra[512] = "";
 
-        c->status = -1;
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-                goto out;
-        SSL_CTX_load_verify_locations(ctx, PKI "/ca-bundle.pem", NULL);
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-        ssl = SSL_new(ctx);
-        SSL_set_fd(ssl, fd);
-        SSL_set_tlsext_host_name(ssl, "konnektor.konlan");
-        if (SSL_connect(ssl) != 1)
-                goto out;
-        head = kon_asprintf("POST /ws/EventService HTTP/1.1\r\nHost: konnektor.konlan\r\nConnection: close\r\n"
-                            "%s%s%s%s%s%sContent-Length: %zu\r\n\r\n",
-                            c->content_type ? "Content-Type: " : "", c->content_type ? c->content_type : "",
-                            c->content_type ? "\r\n" : "", c->soap_action ? "SOAPAction: " : "",
-                            c->soap_action ? c->soap_action : "", c->soap_action ? "\r\n" : "", blen);
-        if (SSL_write(ssl, head, (int)strlen(head)) <= 0 || SSL_write(ssl, c->body, (int)blen) <= 0)
-                goto out;
-        for (;;) {
-                int n;
-
-                if (len + 4096 + 1 > cap)
-                        buf = realloc(buf, cap *= 2);
-                n = SSL_read(ssl, buf + len, (int)(cap - len - 1));
-                if (n <= 0)
-                        break;
-                len += (size_t)n;
-        }
-        buf[len] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-        if (end && len > 12) {
-                c->status = atoi(buf + 9);
-                c->resp_len = len - (size_t)(end + 4 - buf);
-                c->resp = kon_strndup(end + 4, c->resp_len);
-        }
-out:
-        if (ssl) {
-                SSL_shutdown(ssl);
-                SSL_free(ssl);
-        }
-        SSL_CTX_free(ctx);
-        ERR_clear_error();
-        close(fd);
-        free(buf);
-        free(head);
+        if (c->content_type)
+                snprintf(extra, sizeof(extra), "Content-Type: %s\r\n", c->content_type);
+        if (c->soap_action)
+                snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), "SOAPAction: %s\r\n",
+                         c->soap_action);
+        c->status = tu_https_post(c->port, PKI "/ca-bundle.pem", "/ws/EventService", extra, c->body, &c->resp,
+                                  &c->resp_len);
         c->done = true;
         return NULL;
 }
