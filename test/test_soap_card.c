@@ -549,16 +549,10 @@ static uint8_t *unbase64(const char *b64, size_t *len)
 
 static char *cert_call_body(const char *op, const char *handle, const char *inner_after_ctx)
 {
-        _cleanup_free_ char *inner = kon_asprintf("<CERT:%s>%s%s%s%s</CERT:%s>", op,
-                                                  handle ? "<CONN:CardHandle>" : "", handle ? handle : "",
-                                                  handle ? "</CONN:CardHandle>" : "",
-                                                  "", op);
-        _cleanup_free_ char *full = NULL;
+        _cleanup_free_ char *full = kon_asprintf("<CERT:%s>%s%s%s%s%s</CERT:%s>", op, handle ? "<CONN:CardHandle>" : "",
+                                                 handle ? handle : "", handle ? "</CONN:CardHandle>" : "",
+                                                 ctx_xml("M1", "CS1", "AP1"), inner_after_ctx, op);
 
-        (void)inner;
-        full = kon_asprintf("<CERT:%s>%s%s%s%s%s</CERT:%s>", op, handle ? "<CONN:CardHandle>" : "",
-                            handle ? handle : "", handle ? "</CONN:CardHandle>" : "", ctx_xml("M1", "CS1", "AP1"),
-                            inner_after_ctx, op);
         return envelope(full);
 }
 

@@ -116,8 +116,8 @@ static void reads_free(cert_job_t *j)
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static void read_context_and_crypt(xmlNodePtr op, soap_context_t *ctx, char *handle, size_t hlen, bool *ecc,
-                                   bool *bad_crypt)
+/* Crypt is RSA or ECC by the schema; RSA when absent. */
+static void read_context_and_crypt(xmlNodePtr op, soap_context_t *ctx, char *handle, size_t hlen, bool *ecc)
 {
         for (xmlNodePtr n = soap_first_element(op->children); n; n = soap_first_element(n->next)) {
                 if (soap_is(n, NS_CCTX, "Context")) {
@@ -129,7 +129,6 @@ static void read_context_and_crypt(xmlNodePtr op, soap_context_t *ctx, char *han
 
                         soap_text(n, v, sizeof(v));
                         *ecc = strcmp(v, "ECC") == 0;
-                        *bad_crypt = strcmp(v, "ECC") != 0 && strcmp(v, "RSA") != 0;
                 }
         }
 }
@@ -198,7 +197,7 @@ static int read_card_certificate(const soap_env_t *env, xmlNodePtr op, soap_repl
 {
         soap_context_t ctx = { 0 };
         char handle[129] = "", names[MAX_REFS][8];
-        bool ecc = false, bad_crypt = false;
+        bool ecc = false;
         cert_job_t j = { 0 };
         infomodel_result_t res;
         card_info_t card;
@@ -207,7 +206,7 @@ static int read_card_certificate(const soap_env_t *env, xmlNodePtr op, soap_repl
         xmlNodePtr list;
         int q;
 
-        read_context_and_crypt(op, &ctx, handle, sizeof(handle), &ecc, &bad_crypt);
+        read_context_and_crypt(op, &ctx, handle, sizeof(handle), &ecc);
         q = soap_card_access(env, &ctx, handle, false, &card, &res, ret);
         if (q != 0)
                 return q < 0 ? q : 0;
@@ -496,7 +495,7 @@ static int check_certificate_expiration(const soap_env_t *env, xmlNodePtr op, so
 {
         soap_context_t ctx = { 0 };
         char handle[129] = "";
-        bool ecc = false, bad_crypt = false;
+        bool ecc = false;
         cert_job_t j = { 0 };
         card_info_t *cards = kon_calloc(MAX_CARDS, sizeof(*cards));
         infomodel_result_t res;
@@ -504,7 +503,7 @@ static int check_certificate_expiration(const soap_env_t *env, xmlNodePtr op, so
         size_t n = 0;
         int q;
 
-        read_context_and_crypt(op, &ctx, handle, sizeof(handle), &ecc, &bad_crypt);
+        read_context_and_crypt(op, &ctx, handle, sizeof(handle), &ecc);
         if (handle[0]) {
                 q = soap_card_access(env, &ctx, handle, false, &cards[0], &res, ret);
                 if (q != 0) {
