@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const char model[] =
         "[mandant \"M1\"]\nclientsystems = CS1, CS2\nworkplaces = AP1 AP2\nsmcb = 80276883110000000001\n"
         "[mandant \"M2\"]\nclientsystems = CS2\nworkplaces = AP3\n"
-        "[workplace \"AP1\"]\nterminals = KT1\nremote_pin_terminals = KT3\n"
+        "[workplace \"AP1\"]\nterminals = KT1\nremote_terminals = KT3\n"
         "[workplace \"AP2\"]\nterminals = KT2\n"
         "[workplace \"AP3\"]\nterminals = KT3\n"
         "[clientsystem \"CS1\"]\nname = PVS\n";

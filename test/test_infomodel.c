@@ -16,14 +16,14 @@
 static char tmp[] = "/tmp/test-infomodel-XXXXXX";
 
 /* The demo practice: two Mandanten sharing CS2, M1 with two workplaces
- * (AP1: KT1 local, KT3 remote-PIN; AP2: KT2), M2 with AP3 (KT3 local).
+ * (AP1: KT1 local, KT3 remote; AP2: KT2), M2 with AP3 (KT3 local).
  * AP9 and CS9 exist but belong to nobody; KT9 stands nowhere. */
 static const char base_conf[] =
         "[log]\ntarget = stderr\nlevel = warning\n"
         "[mandant \"M1\"]\nclientsystems = CS1, CS2\nworkplaces = AP1 AP2\n"
         "smcb = 80276883110000000001, 80276883110000000002\n"
         "[mandant \"M2\"]\nclientsystems = CS2\nworkplaces = AP3\nsmcb = 80276883110000000003\n"
-        "[workplace \"AP1\"]\nterminals = KT1\nremote_pin_terminals = KT3\n"
+        "[workplace \"AP1\"]\nterminals = KT1\nremote_terminals = KT3\n"
         "[workplace \"AP2\"]\nterminals = KT2\n"
         "[workplace \"AP3\"]\nterminals = KT3\n"
         "[workplace \"AP9\"]\nterminals = KT9\n"
@@ -192,15 +192,15 @@ START_TEST(seed_from_config)
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_MANDANT_WORKPLACE, "M1"), "AP1,AP2");
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_MANDANT_SMB, "M1"), "80276883110000000001,80276883110000000002");
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_LOCAL, "AP1"), "KT1");
-        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, "AP1"), "KT3");
-        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, "AP2"), "");
+        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE, "AP1"), "KT3");
+        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE, "AP2"), "");
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_MANDANT_WORKPLACE, "M9"), "(none)");
         ck_assert_int_eq(infomodel_clientsystem_name(k.im, "CS1", name), 0);
         ck_assert_str_eq(name, "Praxis-PVS 1");
         ck_assert_int_eq(infomodel_clientsystem_name(k.im, "CS2", name), 0);
         ck_assert_str_eq(name, "");
         ck_assert_int_eq(infomodel_clientsystem_name(k.im, "CSX", name), -ENOENT);
-        ck_assert_int_eq(kon_store_version(k.core.store, "infomodel"), 2);
+        ck_assert_int_eq(kon_store_version(k.core.store, "infomodel"), 3);
         konn_stop(&k);
 }
 END_TEST
@@ -263,7 +263,7 @@ START_TEST(config_vs_store_precedence)
         ck_assert_str_eq(list(&k, INFOMODEL_WORKPLACE), "AP1,AP2");
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_MANDANT_WORKPLACE, "MX"), "");
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_LOCAL, "AP2"), "KT2");
-        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, "AP1"), "");
+        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE, "AP1"), "");
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_MANDANT_SMB, "M1"), "");
         ck_assert_str_eq(list(&k, INFOMODEL_TERMINAL), "KT1,KT2");
         char name[INFOMODEL_NAME_MAX + 1];
@@ -333,9 +333,9 @@ static const struct matrix_case {
         { "M1", "CS1", "AP1", NULL, { .ctid = "KT1", .ct_use = INFOMODEL_CT_LOCAL }, 0, "KT1,KT3" },
         { "M1", "CS1", "AP1", NULL, { .ctid = "KT3", .ct_use = INFOMODEL_CT_LOCAL }, 4012, NULL },
         { "M1", "CS1", "AP1", NULL, { .ctid = "KT3" }, 0, "KT1,KT3" },
-        { "M1", "CS1", "AP1", NULL, { .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE_PIN }, 0, "KT1,KT3" },
-        { "M1", "CS1", "AP1", NULL, { .ctid = "KT1", .ct_use = INFOMODEL_CT_REMOTE_PIN }, 4012, NULL },
-        { "M1", "CS2", "AP2", NULL, { .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE_PIN }, 4012, NULL },
+        { "M1", "CS1", "AP1", NULL, { .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE }, 0, "KT1,KT3" },
+        { "M1", "CS1", "AP1", NULL, { .ctid = "KT1", .ct_use = INFOMODEL_CT_REMOTE }, 4012, NULL },
+        { "M1", "CS2", "AP2", NULL, { .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE }, 4012, NULL },
         /* mandant-wide: any terminal of the Mandant, none of another */
         { "M1", "CS2", "AP2", NULL, { .ctid = "KT1" }, 4012, NULL },
         { "M1", "CS2", "AP2", NULL, { .ctid = "KT1", .mandant_wide = true }, 0, "KT1,KT2,KT3" },
@@ -404,13 +404,13 @@ START_TEST(check_details)
         ck_assert_int_eq(infomodel_check(k.im, &(infomodel_context_t){ "M1", "CS1", "AP1", NULL },
                                          &(infomodel_request_t){ .ctid = "KT3" }, &res),
                          0);
-        ck_assert(!res.ct_local && res.ct_remote_pin);
-        ck_assert_str_eq(joined(&res.remote_pin_terminals), "KT3");
+        ck_assert(!res.ct_local && res.ct_remote);
+        ck_assert_str_eq(joined(&res.remote_terminals), "KT3");
         infomodel_result_done(&res);
         /* a NULL request is "nothing more" */
         ck_assert_int_eq(infomodel_check(k.im, &(infomodel_context_t){ "M2", "CS2", "AP3", NULL }, NULL, &res), 0);
-        ck_assert(!res.ct_local && !res.ct_remote_pin);
-        ck_assert_str_eq(joined(&res.remote_pin_terminals), "");
+        ck_assert(!res.ct_local && !res.ct_remote);
+        ck_assert_str_eq(joined(&res.remote_terminals), "");
         infomodel_result_done(&res);
         /* texts name the ids, cut and with control characters replaced */
         ck_assert_int_eq(infomodel_check(k.im, &(infomodel_context_t){ "M\n1", "CS1", "AP1", NULL }, NULL, &res), 4004);
@@ -468,18 +468,30 @@ START_TEST(remote_pin_and_smb)
         const infomodel_context_t ap2 = { "M1", "CS1", "AP2", NULL };
 
         konn_start(&k, base_conf);
-        /* AP2 gets KT3 as remote-PIN terminal: it may enter PINs there */
-        ck_assert_int_eq(infomodel_check(k.im, &ap2, &(infomodel_request_t){ .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE_PIN }, &res),
+        /* AP2 gets KT3 as remote terminal (entferntes KT): it may use its cards */
+        ck_assert_int_eq(infomodel_check(k.im, &ap2, &(infomodel_request_t){ .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE }, &res),
                          4012);
-        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, "AP2", "KT3"), 0);
-        ck_assert_int_eq(infomodel_check(k.im, &ap2, &(infomodel_request_t){ .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE_PIN }, &res),
+        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_REMOTE, "AP2", "KT3"), 0);
+        ck_assert_int_eq(infomodel_check(k.im, &ap2, &(infomodel_request_t){ .ctid = "KT3", .ct_use = INFOMODEL_CT_REMOTE }, &res),
                          0);
-        ck_assert_str_eq(joined(&res.remote_pin_terminals), "KT3");
+        ck_assert_str_eq(joined(&res.remote_terminals), "KT3");
         infomodel_result_done(&res);
-        /* local and remote-PIN are separate assignments */
+        /* no Remote-PIN-KT yet; only a local terminal can become it, and only one */
+        ck_assert_str_eq(res.pin_ct, "");
+        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_PIN_KT, "AP2", "KT3"), -EINVAL);
+        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_PIN_KT, "AP2", "KT2"), 0);
+        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_LOCAL, "AP2", "KT1"), 0);
+        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_PIN_KT, "AP2", "KT1"), -EEXIST);
+        ck_assert_int_eq(infomodel_unassign(k.im, INFOMODEL_LINK_WORKPLACE_LOCAL, "AP2", "KT1"), 0);
+        ck_assert_int_eq(infomodel_check(k.im, &ap2, &(infomodel_request_t){ .ctid = "KT3" }, &res), 0);
+        ck_assert_str_eq(res.pin_ct, "KT2");
+        ck_assert(res.ct_remote && !res.ct_local);
+        infomodel_result_done(&res);
+        ck_assert_int_eq(infomodel_unassign(k.im, INFOMODEL_LINK_WORKPLACE_PIN_KT, "AP2", "KT2"), 0);
+        /* local and remote are separate assignments */
         ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_LOCAL, "AP2", "KT3"), 0);
-        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, "AP2", "KT3"), -EEXIST);
-        ck_assert_int_eq(infomodel_unassign(k.im, INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, "AP2", "KT3"), 0);
+        ck_assert_int_eq(infomodel_assign(k.im, INFOMODEL_LINK_WORKPLACE_REMOTE, "AP2", "KT3"), -EEXIST);
+        ck_assert_int_eq(infomodel_unassign(k.im, INFOMODEL_LINK_WORKPLACE_REMOTE, "AP2", "KT3"), 0);
         ck_assert_int_eq(infomodel_check(k.im, &ap2, &(infomodel_request_t){ .ctid = "KT3", .ct_use = INFOMODEL_CT_LOCAL }, &res),
                          0);
         infomodel_result_done(&res);
@@ -527,7 +539,7 @@ START_TEST(mutations_errors_events)
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_MANDANT_CLIENTSYSTEM, "M3"), "");
         ck_assert_str_eq(links(&k, INFOMODEL_LINK_MANDANT_CLIENTSYSTEM, "M1"), "CS2");
         ck_assert_int_eq(infomodel_remove(k.im, INFOMODEL_TERMINAL, "KT3"), 0);
-        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, "AP1"), "");
+        ck_assert_str_eq(links(&k, INFOMODEL_LINK_WORKPLACE_REMOTE, "AP1"), "");
         ck_assert_int_eq(infomodel_remove(k.im, INFOMODEL_MANDANT, "M3"), 0);
         ck_assert_int_eq(infomodel_remove(k.im, INFOMODEL_MANDANT, "M3"), -ENOENT);
         /* checks see every change at once */
@@ -606,6 +618,22 @@ START_TEST(bad_config_refused)
                 ck_assert_int_eq(konn_try(&k, bad[i], err, sizeof(err)), -EINVAL);
                 ck_assert_msg(strstr(err, "infomodel") && strstr(err, "invalid"), "%s", err);
                 konn_stop(&k);
+        }
+        /* the Remote-PIN-KT must be one of the workplace's own terminals, and one */
+        {
+                static const char *const pin_kt[] = {
+                        "[workplace \"AP1\"]\nterminals = KT1\nremote_terminals = KT3\nremote_pin_terminal = KT3\n",
+                        "[workplace \"AP1\"]\nterminals = KT1 KT2\nremote_pin_terminal = KT1, KT2\n",
+                };
+
+                for (size_t i = 0; i < KON_ARRAY_SIZE(pin_kt); i++) {
+                        konn_t k;
+                        char err[300] = "";
+
+                        ck_assert_int_eq(konn_try(&k, pin_kt[i], err, sizeof(err)), -EINVAL);
+                        ck_assert_msg(strstr(err, "remote_pin_terminal"), "%s", err);
+                        konn_stop(&k);
+                }
         }
 }
 END_TEST

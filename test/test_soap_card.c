@@ -9,7 +9,8 @@
  * status, wrong and right PIN (REJECTED with LeftTries, OK, VERIFIED),
  * blocking and unblocking with the PUK, change; 4072 for a PinTyp the
  * card lacks, 4047 for an unknown handle, 4004/4012/4009 from the access
- * check, 4053 for a card reached only as remote-PIN terminal. RequestCard
+ * check, 4092/4053 for a card in a remote terminal (without/with a
+ * Remote-PIN-KT). RequestCard
  * waits for a card inserted meanwhile and shows the display text;
  * AlreadyInserted, 4051 wrong card type, 4094 nothing inserted in time,
  * 4000 bad slot; EjectCard pushes the card out (CARD/REMOVED, handle
@@ -95,8 +96,8 @@ static bool card_in(env_t *e, unsigned slot, card_info_t *ret)
         return card_find_slot(cs, "KT1", slot, ret ? ret : &c) == 0;
 }
 
-/* M1: CS1, AP1 (KT1 local), AP3 (KT1 as remote-PIN terminal only), manages
- * the SMC-B. M2: CS2, AP2 (no terminal), AP4 (KT1 local, but not M2's
+/* M1: CS1, AP1 (KT1 local), AP3 (KT1 as remote terminal, no Remote-PIN-KT),
+ * AP5 (KT1 remote, its local KT9 as Remote-PIN-KT), manages the SMC-B. M2: CS2, AP2 (no terminal), AP4 (KT1 local, but not M2's
  * SMC-B). */
 static void env_start(env_t *e)
 {
@@ -137,12 +138,13 @@ static void env_start(env_t *e)
                 "/private/konnektor-ct-rsa.key\nca_file = " PKI "/ca-bundle.pem\n"
                 "keepalive_interval = 1s\nkeepalive_tries = 2\nreconnect_max = 1s\nauto_pair = yes\n"
                 "[terminal \"KT1\"]\nhost = 127.0.0.1\nport = %u\nmac = 02-00-00-00-00-01\n"
-                "[mandant \"M1\"]\nclientsystems = CS1\nworkplaces = AP1, AP3\nsmcb = " SMCB_ICCSN "\n"
+                "[mandant \"M1\"]\nclientsystems = CS1\nworkplaces = AP1, AP3, AP5\nsmcb = " SMCB_ICCSN "\n"
                 "[mandant \"M2\"]\nclientsystems = CS2\nworkplaces = AP2, AP4\n"
                 "[workplace \"AP1\"]\nterminals = KT1\n"
                 "[workplace \"AP2\"]\n"
-                "[workplace \"AP3\"]\nremote_pin_terminals = KT1\n"
+                "[workplace \"AP3\"]\nremote_terminals = KT1\n"
                 "[workplace \"AP4\"]\nterminals = KT1\n"
+                "[workplace \"AP5\"]\nterminals = KT9\nremote_terminals = KT1\nremote_pin_terminal = KT9\n"
                 "[clientsystem \"CS1\"]\n[clientsystem \"CS2\"]\n"
                 "[soap]\nenabled = yes\nlisten = 127.0.0.1:%u\nschema_dir = " API "\n",
                 kt_port, e->port);
@@ -351,11 +353,15 @@ START_TEST(smcb_pin)
         /* M2's workplace has the terminal, but the SMC-B is M1's */
         c = pin_call(&e, "VerifyPin", "AP4", smcb.handle, "PIN.SMC", NULL);
         assert_fault(&c, 4009);
-        /* remote-PIN terminal only: the status is fine, entry is not */
+        /* a remote terminal only: the status is fine, entry needs the
+         * workplace's Remote-PIN-KT (4092 without one) and the remote-PIN
+         * procedure (4053: not offered) */
         c = pin_call(&e, "GetPinStatus", "AP3", smcb.handle, "PIN.SMC", NULL);
         assert_has(&c, "<CARD:PinStatus>");
         free(c.resp);
         c = pin_call(&e, "VerifyPin", "AP3", smcb.handle, "PIN.SMC", NULL);
+        assert_fault(&c, 4092);
+        c = pin_call(&e, "VerifyPin", "AP5", smcb.handle, "PIN.SMC", NULL);
         assert_fault(&c, 4053);
         {
                 _cleanup_free_ char *inner = kon_asprintf(
@@ -487,7 +493,7 @@ START_TEST(request_and_eject)
         ck_assert_uint_ge(kon_now_monotonic_us() - t0, 900000);
         c = call(&e, "/ws/CardTerminalService", request_body("AP1", 9, NULL, NULL, 1));
         assert_fault(&c, 4000);
-        /* the terminal is only a remote-PIN terminal of AP3 */
+        /* the terminal is only a remote terminal of AP3 */
         c = call(&e, "/ws/CardTerminalService", request_body("AP3", 1, NULL, NULL, 1));
         assert_fault(&c, 4012);
 

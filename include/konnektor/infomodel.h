@@ -4,9 +4,13 @@
  * Entities: Mandant, Clientsystem, Arbeitsplatz (workplace), Kartenterminal
  * (CtId). Assignments: Mandant<->Clientsystem and Mandant<->Arbeitsplatz
  * (n:m), Arbeitsplatz<->Kartenterminal either "local" (the terminal stands
- * at the workplace) or "remote-PIN" (the workplace enters PINs for cards in
- * other terminals at it), and Mandant<->SM-B (the ICCSN of an SMC-B/HSM-B
- * managed for the Mandant).
+ * at the workplace, "in Sichtweite") or "remote" (entferntes KT, e.g. the
+ * terminal with the SMC-B in the back office: the workplace uses its cards,
+ * but nobody at the workplace can type a PIN there), the workplace's
+ * Remote-PIN-KT (one of its local terminals where PINs for cards in its
+ * remote terminals are typed, gemSpec_Kon 4.1.1.1 constraints C14/C15; at
+ * most one per workplace here), and Mandant<->SM-B (the ICCSN of an
+ * SMC-B/HSM-B managed for the Mandant).
  *
  * Storage: tables of the state-store component "infomodel". The boot
  * configuration seeds them at every start (and reload): entities named in
@@ -59,8 +63,10 @@ typedef enum {
         INFOMODEL_LINK_MANDANT_CLIENTSYSTEM, /* a = MandantId, b = ClientSystemId */
         INFOMODEL_LINK_MANDANT_WORKPLACE,    /* a = MandantId, b = WorkplaceId */
         INFOMODEL_LINK_WORKPLACE_LOCAL,      /* a = WorkplaceId, b = CtId */
-        INFOMODEL_LINK_WORKPLACE_REMOTE_PIN, /* a = WorkplaceId, b = CtId */
+        INFOMODEL_LINK_WORKPLACE_REMOTE,     /* a = WorkplaceId, b = CtId (entferntes KT) */
         INFOMODEL_LINK_MANDANT_SMB,          /* a = MandantId, b = ICCSN */
+        INFOMODEL_LINK_WORKPLACE_PIN_KT,     /* a = WorkplaceId, b = CtId: its Remote-PIN-KT, one of its
+                                              * local terminals; at most one (-EEXIST, -EINVAL) */
         _INFOMODEL_LINK_MAX
 } infomodel_link_t;
 
@@ -74,7 +80,7 @@ enum {
         INFOMODEL_E_SMB = 4009,           /* SM-B not managed by the Mandant */
         INFOMODEL_E_CS_NOT_ASSIGNED = 4010,
         INFOMODEL_E_WP_NOT_ASSIGNED = 4011,
-        INFOMODEL_E_CT_NOT_ASSIGNED = 4012, /* neither local nor remote-PIN KT of the workplace */
+        INFOMODEL_E_CT_NOT_ASSIGNED = 4012, /* neither local nor remote KT of the workplace */
         INFOMODEL_E_INCOMPLETE = 4021,    /* Context incomplete */
 };
 
@@ -87,9 +93,9 @@ typedef struct {
 } infomodel_context_t;
 
 typedef enum {
-        INFOMODEL_CT_ANY,        /* local or remote-PIN terminal of the workplace */
+        INFOMODEL_CT_ANY,        /* local or remote terminal of the workplace */
         INFOMODEL_CT_LOCAL,      /* must stand at the workplace (display, card request) */
-        INFOMODEL_CT_REMOTE_PIN, /* must be a remote-PIN terminal of the workplace */
+        INFOMODEL_CT_REMOTE,     /* must be a remote terminal of the workplace */
 } infomodel_ct_use_t;
 
 /* What a call needs beyond a valid context. Zero-initialised = nothing. */
@@ -112,10 +118,11 @@ typedef struct {
         int code;                          /* 0 or the gematik error code */
         char text[INFOMODEL_TEXT_MAX];     /* "" or an error text for GERROR:ErrorText */
         /* On success: the terminals the caller may use (as infomodel_terminals_for
-         * with req->mandant_wide) and the workplace's remote-PIN terminals. */
+         * with req->mandant_wide) and the workplace's remote terminals. */
         infomodel_ids_t terminals;
-        infomodel_ids_t remote_pin_terminals;
-        bool ct_local, ct_remote_pin;      /* with req->ctid: how it is assigned to the workplace */
+        infomodel_ids_t remote_terminals;
+        bool ct_local, ct_remote;      /* with req->ctid: how it is assigned to the workplace */
+        char pin_ct[INFOMODEL_ID_MAX + 1]; /* the workplace's Remote-PIN-KT, "" if it has none */
 } infomodel_result_t;
 
 /* Free the sets in a result or an id set (the struct itself is the caller's). */
@@ -139,7 +146,7 @@ void infomodel_ids_done(infomodel_ids_t *ids);
 int infomodel_check(infomodel_t *im, const infomodel_context_t *ctx, const infomodel_request_t *req,
                     infomodel_result_t *ret);
 
-/* The CtIds a caller may see: the local and remote-PIN terminals of its
+/* The CtIds a caller may see: the local and remote terminals of its
  * workplace, or with mandant_wide those of every workplace of its Mandant.
  * Runs the context part of the check first: 0, or the gematik code (ret
  * then empty). Any thread. */

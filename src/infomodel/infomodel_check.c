@@ -72,7 +72,7 @@ void infomodel_result_done(infomodel_result_t *r)
         if (!r)
                 return;
         infomodel_ids_done(&r->terminals);
-        infomodel_ids_done(&r->remote_pin_terminals);
+        infomodel_ids_done(&r->remote_terminals);
 }
 
 static int cmp_entity(const void *key, const void *e)
@@ -137,8 +137,8 @@ const char *infomodel_entity_name(infomodel_entity_t kind)
 const char *infomodel_link_name(infomodel_link_t kind)
 {
         static const char *const names[] = { "MandantClientsystem", "MandantArbeitsplatz",
-                                             "ArbeitsplatzKartenterminal", "ArbeitsplatzRemotePinKartenterminal",
-                                             "MandantSMB" };
+                                             "ArbeitsplatzKartenterminal", "ArbeitsplatzEntferntesKartenterminal",
+                                             "MandantSMB", "ArbeitsplatzRemotePinKartenterminal" };
         return (unsigned)kind < _INFOMODEL_LINK_MAX ? names[kind] : NULL;
 }
 
@@ -214,7 +214,7 @@ static int check_context(const im_snapshot_t *s, const infomodel_context_t *ctx,
 static void workplace_terminals(const im_entity_t *w, infomodel_ids_t *out)
 {
         im_ids_copy(out, &w->link[INFOMODEL_LINK_WORKPLACE_LOCAL]);
-        im_ids_copy(out, &w->link[INFOMODEL_LINK_WORKPLACE_REMOTE_PIN]);
+        im_ids_copy(out, &w->link[INFOMODEL_LINK_WORKPLACE_REMOTE]);
 }
 
 /* Terminals of the workplace, or of every workplace of the Mandant. */
@@ -252,26 +252,28 @@ static int check_locked(const im_snapshot_t *s, const infomodel_context_t *ctx, 
         if (r)
                 return r;
         visible_terminals(s, m, w, req->mandant_wide, &ret->terminals);
-        im_ids_copy(&ret->remote_pin_terminals, &w->link[INFOMODEL_LINK_WORKPLACE_REMOTE_PIN]);
+        im_ids_copy(&ret->remote_terminals, &w->link[INFOMODEL_LINK_WORKPLACE_REMOTE]);
+        if (w->link[INFOMODEL_LINK_WORKPLACE_PIN_KT].n > 0)
+                kon_strlcpy(ret->pin_ct, w->link[INFOMODEL_LINK_WORKPLACE_PIN_KT].id[0], sizeof(ret->pin_ct));
         if (req->ctid) {
                 if (!im_find(s, INFOMODEL_TERMINAL, req->ctid))
                         return fail(ret, INFOMODEL_E_CTID, "Ungültige Kartenterminal-ID \"%s\"", show(req->ctid, b));
                 ret->ct_local = im_ids_has(&w->link[INFOMODEL_LINK_WORKPLACE_LOCAL], req->ctid);
-                ret->ct_remote_pin = im_ids_has(&w->link[INFOMODEL_LINK_WORKPLACE_REMOTE_PIN], req->ctid);
+                ret->ct_remote = im_ids_has(&w->link[INFOMODEL_LINK_WORKPLACE_REMOTE], req->ctid);
                 bool ok;
                 switch (req->ct_use) {
                 case INFOMODEL_CT_LOCAL:
                         ok = ret->ct_local;
                         break;
-                case INFOMODEL_CT_REMOTE_PIN:
-                        ok = ret->ct_remote_pin;
+                case INFOMODEL_CT_REMOTE:
+                        ok = ret->ct_remote;
                         break;
                 default:
-                        ok = ret->ct_local || ret->ct_remote_pin;
+                        ok = ret->ct_local || ret->ct_remote;
                         break;
                 }
                 /* mandant-wide calls may name any terminal of the Mandant;
-                 * a specific use (local display, remote PIN) still needs the
+                 * a specific use (local display, remote terminal) still needs the
                  * caller's own workplace */
                 if (!ok && req->mandant_wide && req->ct_use == INFOMODEL_CT_ANY)
                         ok = im_ids_has(&ret->terminals, req->ctid);
@@ -280,8 +282,8 @@ static int check_locked(const im_snapshot_t *s, const infomodel_context_t *ctx, 
                                     "Kartenterminal \"%s\" ist dem Arbeitsplatz \"%s\" nicht %szugeordnet", req->ctid,
                                     w->id,
                                     req->ct_use == INFOMODEL_CT_LOCAL        ? "lokal "
-                                    : req->ct_use == INFOMODEL_CT_REMOTE_PIN ? "als Remote-PIN-KT "
-                                                                             : "");
+                                    : req->ct_use == INFOMODEL_CT_REMOTE ? "als entferntes KT "
+                                                                         : "");
         }
         if (is_smb(req->card_type) &&
             (!infomodel_iccsn_valid(req->iccsn) || !im_ids_has(&m->link[INFOMODEL_LINK_MANDANT_SMB], req->iccsn)))

@@ -22,8 +22,12 @@ static const kon_conf_key_t mandant_keys[] = {
 static const kon_conf_key_t workplace_keys[] = {
         { .name = "terminals", .type = KON_CONF_STRING, .reloadable = true,
           .doc = "CtIds of the card terminals at this workplace (local)" },
-        { .name = "remote_pin_terminals", .type = KON_CONF_STRING, .reloadable = true,
-          .doc = "CtIds of the remote-PIN terminals this workplace uses for PIN entry" },
+        { .name = "remote_terminals", .type = KON_CONF_STRING, .reloadable = true,
+          .doc = "CtIds of remote terminals (entfernte KTs, e.g. the SMC-B's in the back office) whose cards this "
+                 "workplace uses; their PINs are typed at its remote_pin_terminal" },
+        { .name = "remote_pin_terminal", .type = KON_CONF_STRING, .reloadable = true,
+          .doc = "the Remote-PIN-KT: one of this workplace's terminals where PINs for cards in its remote "
+                 "terminals are typed" },
         { .name = NULL }
 };
 

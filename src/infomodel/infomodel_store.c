@@ -34,6 +34,7 @@ const im_link_desc_t im_link_desc[_INFOMODEL_LINK_MAX] = {
         { "im_workplace_local", "workplace", "ctid", INFOMODEL_WORKPLACE, INFOMODEL_TERMINAL },
         { "im_workplace_remote_pin", "workplace", "ctid", INFOMODEL_WORKPLACE, INFOMODEL_TERMINAL },
         { "im_mandant_smb", "mandant", "iccsn", INFOMODEL_MANDANT, -1 },
+        { "im_workplace_pin_kt", "workplace", "ctid", INFOMODEL_WORKPLACE, INFOMODEL_TERMINAL },
 };
 
 #define ORIGIN "origin TEXT NOT NULL CHECK (origin IN ('config', 'admin'))"
@@ -64,6 +65,12 @@ static const kon_migration_t im_migrations[] = {
              "ON DELETE CASCADE, sha256 TEXT NOT NULL CHECK (length(sha256) = 64), "
              "origin TEXT NOT NULL CHECK (origin IN ('config', 'issued')), subject TEXT NOT NULL DEFAULT '', "
              "created INTEGER NOT NULL DEFAULT (strftime('%s', 'now')), PRIMARY KEY (clientsystem, sha256));" },
+        /* the workplace's Remote-PIN-KT (one of its local terminals). The
+         * table of migration 1 named im_workplace_remote_pin holds the
+         * workplace's remote terminals (entfernte KTs): its name is older
+         * than the distinction */
+        { 3, LINK("im_workplace_pin_kt", "workplace", "im_workplace", "ctid", "im_terminal")
+             "CREATE UNIQUE INDEX im_workplace_pin_kt_one ON im_workplace_pin_kt(workplace);" },
 };
 
 int im_store_migrate(kon_store_t *store, char *err)
@@ -299,7 +306,8 @@ static int seed_collect(seed_t *sd, const kon_conf_t *conf, char *err)
                 { "mandant", "workplaces", INFOMODEL_LINK_MANDANT_WORKPLACE },
                 { "mandant", "smcb", INFOMODEL_LINK_MANDANT_SMB },
                 { "workplace", "terminals", INFOMODEL_LINK_WORKPLACE_LOCAL },
-                { "workplace", "remote_pin_terminals", INFOMODEL_LINK_WORKPLACE_REMOTE_PIN },
+                { "workplace", "remote_terminals", INFOMODEL_LINK_WORKPLACE_REMOTE },
+                { "workplace", "remote_pin_terminal", INFOMODEL_LINK_WORKPLACE_PIN_KT },
         };
         int r;
 
@@ -321,6 +329,29 @@ static int seed_collect(seed_t *sd, const kon_conf_t *conf, char *err)
                         if (r < 0)
                                 return r;
                 }
+        /* the Remote-PIN-KT is one of the workplace's local terminals, and
+         * there is at most one (gemSpec_Kon 4.1.1.1, C14/C15) */
+        for (size_t i = 0; i < sd->pairs[INFOMODEL_LINK_WORKPLACE_PIN_KT][0].n; i++) {
+                const char *wp = sd->pairs[INFOMODEL_LINK_WORKPLACE_PIN_KT][0].id[i];
+                const char *ct = sd->pairs[INFOMODEL_LINK_WORKPLACE_PIN_KT][1].id[i];
+                const infomodel_ids_t *la = &sd->pairs[INFOMODEL_LINK_WORKPLACE_LOCAL][0],
+                                      *lb = &sd->pairs[INFOMODEL_LINK_WORKPLACE_LOCAL][1];
+                bool local = false;
+
+                for (size_t k = 0; k < la->n; k++)
+                        local |= strcmp(la->id[k], wp) == 0 && strcmp(lb->id[k], ct) == 0;
+                if (i > 0 && strcmp(sd->pairs[INFOMODEL_LINK_WORKPLACE_PIN_KT][0].id[i - 1], wp) == 0) {
+                        snprintf(err, KON_MODULE_ERROR_MAX,
+                                 "workplace.%s.remote_pin_terminal: one terminal only (the Remote-PIN-KT)", wp);
+                        return -EINVAL;
+                }
+                if (!local) {
+                        snprintf(err, KON_MODULE_ERROR_MAX,
+                                 "workplace.%s.remote_pin_terminal: %s must also be one of its terminals (a local "
+                                 "terminal where the PIN is typed)", wp, ct);
+                        return -EINVAL;
+                }
+        }
         for (size_t k = 0; k < _INFOMODEL_ENTITY_MAX; k++)
                 im_ids_sort_unique(&sd->ids[k]);
         return seed_collect_auth(sd, conf, err);
@@ -634,6 +665,19 @@ int infomodel_assign(infomodel_t *im, infomodel_link_t kind, const char *a, cons
         d = &im_link_desc[kind];
         if (!exists(im, d->a_kind, a) || (d->b_kind >= 0 && !exists(im, (infomodel_entity_t)d->b_kind, b)))
                 return -ENOENT;
+        if (kind == INFOMODEL_LINK_WORKPLACE_PIN_KT) {
+                const im_entity_t *w;
+                bool local;
+
+                pthread_rwlock_rdlock(&im->lock);
+                w = im_find(im->snap, INFOMODEL_WORKPLACE, a);
+                local = w && im_ids_has(&w->link[INFOMODEL_LINK_WORKPLACE_LOCAL], b);
+                pthread_rwlock_unlock(&im->lock);
+                /* the Remote-PIN-KT stands at the workplace; a second one
+                 * fails on the table's unique index (-EEXIST) */
+                if (!local)
+                        return -EINVAL;
+        }
         sql = kon_asprintf("INSERT INTO %s(%s, %s, origin) VALUES (?, ?, 'admin')", d->table, d->a_col, d->b_col);
         r = write1(im, sql, a, b, NULL, &changes);
         if (r < 0)

@@ -8,10 +8,12 @@
  * service does the work on the main loop (card.h). PINs are never in a
  * request: they are typed on the pad of the terminal that holds the card,
  * which must therefore be a local terminal of the caller's workplace. A
- * card reached only as a remote-PIN terminal needs the remote-PIN
- * procedure (PIN typed at the local terminal, carried between the
- * terminals' gSMC-KTs), which this Konnektor does not offer yet: 4053.
- * GetPinStatus needs no entry and works for remote-PIN terminals too.
+ * card in one of the workplace's remote terminals (entferntes KT) needs
+ * the remote-PIN procedure: the PIN typed at the workplace's Remote-PIN-KT
+ * and carried to the card over a trusted channel of the gSMC-KT. Without
+ * a Remote-PIN-KT that is 4092; with one, 4053, since this Konnektor does
+ * not offer the procedure yet. GetPinStatus needs no entry and works for
+ * remote terminals too.
  *
  * Results as gemILF_PS 4.1.5.1 wants them: a wrong PIN is Status OK with
  * PinResult REJECTED and LeftTries; a blocked PIN WASBLOCKED or, by this
@@ -195,11 +197,24 @@ static int pin_op(const soap_env_t *env, xmlNodePtr op, pin_op_t which, soap_rep
         else if (strncmp(card.type, "HBA", 3) == 0 && c.ctx.user[0])
                 kon_strlcpy(c.who, c.ctx.user, sizeof(c.who));
         if (which != OP_STATUS && !res.ct_local) {
+                /* a card in one of the workplace's remote terminals: the PIN
+                 * would be typed at its Remote-PIN-KT (gemSpec_Kon 4.1.5.1) */
+                bool no_pin_kt = !res.pin_ct[0];
+                char detail[320];
+
+                if (no_pin_kt)
+                        snprintf(detail, sizeof(detail), "the card is in a remote terminal of this workplace, "
+                                 "and the workplace has no Remote-PIN-KT (remote_pin_terminal)");
+                else
+                        snprintf(detail, sizeof(detail), "the PIN would be typed at %s: the remote-PIN procedure "
+                                 "is not offered by this Konnektor yet; use a workplace whose local terminal "
+                                 "holds the card", res.pin_ct);
                 infomodel_result_done(&res);
-                return soap_fault_typed(env, ret, 4053, "Technical", "Remote-PIN nicht moeglich",
-                                        "the card is in a remote-PIN terminal of this workplace; remote PIN "
-                                        "entry is not supported, use a workplace with the terminal as local "
-                                        "terminal");
+                return soap_fault_typed(env, ret, no_pin_kt ? 4092 : 4053, "Technical",
+                                        no_pin_kt ? "Remote-PIN-KT benoetigt, aber fuer diesen Arbeitsplatz nicht "
+                                                    "definiert"
+                                                  : "Remote-PIN nicht moeglich",
+                                        detail);
         }
         infomodel_result_done(&res);
 

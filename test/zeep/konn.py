@@ -192,8 +192,8 @@ class Konnektor:
     """A konnektord process with a configuration of its own in a temp dir.
 
     The practice (as in the demo, conf/konnektor.conf): Mandant1 with CS1 and
-    the workplaces AP1 (terminal KT1) and AP2 (terminal KT2, KT1 as
-    remote-PIN terminal); the SMC-B (conf/cards/smcb.card) in KT1 slot 4 is
+    the workplaces AP1 (terminal KT1) and AP2 (terminal KT2, its
+    Remote-PIN-KT, and KT1 as remote terminal); the SMC-B (conf/cards/smcb.card) in KT1 slot 4 is
     managed for Mandant1. Mandant2 with CS2 and AP3 exists to provoke the
     "not assigned" errors. KT1's PIN pad is interactive (kt-ctl pin), KT2
     types 123456 by itself.
@@ -232,7 +232,7 @@ class Konnektor:
             'clientsystem "CS1"': {"name": "Demo-PVS"},
             'clientsystem "CS2"': {"name": "Other-PVS"},
             'workplace "AP1"': {"terminals": "KT1"},
-            'workplace "AP2"': {"terminals": "KT2", "remote_pin_terminals": "KT1"},
+            'workplace "AP2"': {"terminals": "KT2", "remote_terminals": "KT1", "remote_pin_terminal": "KT2"},
             'workplace "AP3"': {},
             "soap": {"enabled": True, "listen": "127.0.0.1:%d" % self.port, "schema_dir": API},
         }

@@ -57,12 +57,16 @@ class CardService(KonnektorTestCase):
         finally:
             self.k.remove("KT1", 1)
 
-    def test_remote_pin_terminal(self):
-        """AP2 works at KT2 with KT1 as its remote-PIN terminal: the SMC-B
-        in KT1 is reachable from AP2, the PIN is typed at KT1."""
+    def test_remote_terminal(self):
+        """AP2 works at KT2 (its Remote-PIN-KT) with KT1 as remote terminal:
+        the SMC-B in KT1 is reachable from AP2 for its status; entering its
+        PIN would take the remote-PIN procedure, which konnektord answers
+        with 4053."""
         h = self.k.smcb().CardHandle
         r = self.pin_status(h, "PIN.SMC", workplace="AP2")
         self.assertIn(r.PinStatus, PIN_STATUS)
+        self.assertFault(4053, self.call, "CardService", "VerifyPin", Context=self.k.context(workplace="AP2"),
+                         CardHandle=h, PinTyp="PIN.SMC")
 
     def test_faults(self):
         h = self.k.smcb().CardHandle
