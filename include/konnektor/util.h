@@ -65,4 +65,11 @@ bool kon_topic_matches(const char *pattern, const char *topic);
 int kon_write_all(int fd, const void *buf, size_t len);
 int kon_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len);
 
+/* The first certificate / the private key (unencrypted) of a PEM file;
+ * NULL if the file cannot be read or holds none. The caller frees. */
+typedef struct x509_st X509;
+typedef struct evp_pkey_st EVP_PKEY;
+X509 *kon_pem_read_cert(const char *path);
+EVP_PKEY *kon_pem_read_key(const char *path);
+
 #endif

@@ -136,30 +136,6 @@ int kon_cmd_hash_password(void)
 
 /* ---- --export-client-cert --------------------------------------------------- */
 
-static EVP_PKEY *load_key(const char *path)
-{
-        FILE *f = fopen(path, "re");
-        EVP_PKEY *k;
-
-        if (!f)
-                return NULL;
-        k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-        fclose(f);
-        return k;
-}
-
-static X509 *load_cert(const char *path)
-{
-        FILE *f = fopen(path, "re");
-        X509 *x;
-
-        if (!f)
-                return NULL;
-        x = PEM_read_X509(f, NULL, NULL, NULL);
-        fclose(f);
-        return x;
-}
-
 static bool add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)
 {
         X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
@@ -303,8 +279,8 @@ int kon_cmd_export_client_cert(const kon_export_opts_t *o)
                 code = EXIT_CONFIG;
                 goto out;
         }
-        ca = load_cert(ca_path);
-        ca_key = load_key(ca_key_path);
+        ca = kon_pem_read_cert(ca_path);
+        ca_key = kon_pem_read_key(ca_key_path);
         if (!ca || !ca_key) {
                 fprintf(stderr, "konnektord: cannot read the issuing CA %s / %s%s\n", ca_path, ca_key_path,
                         kon_conf_get_bool(conf, "core", NULL, "test_pki")

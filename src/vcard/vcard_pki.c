@@ -82,30 +82,6 @@ fail:
         return NULL;
 }
 
-static X509 *read_cert(const char *path)
-{
-        FILE *f = fopen(path, "re");
-        X509 *x;
-
-        if (!f)
-                return NULL;
-        x = PEM_read_X509(f, NULL, NULL, NULL);
-        fclose(f);
-        return x;
-}
-
-static EVP_PKEY *read_key(const char *path)
-{
-        FILE *f = fopen(path, "re");
-        EVP_PKEY *k;
-
-        if (!f)
-                return NULL;
-        k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-        fclose(f);
-        return k;
-}
-
 static bool add_ext(X509 *x, X509 *ca, int nid, const char *val)
 {
         X509V3_CTX ctx;
@@ -466,8 +442,8 @@ int vcard_pki_issue(vcard_t *c, int efi, uint8_t **ret_der, size_t *ret_len, cha
         ca_name = kon_asprintf("%s-%s", ef->cert_ca, rsa ? "rsa" : "ecc");
         cap = kon_asprintf("%s/%s.crt", c->pki_dir, ca_name);
         keyp = kon_asprintf("%s/private/%s.key", c->pki_dir, ca_name);
-        ca = read_cert(cap);
-        cakey = ca ? read_key(keyp) : NULL;
+        ca = kon_pem_read_cert(cap);
+        cakey = ca ? kon_pem_read_key(keyp) : NULL;
         if (!ca || !cakey) {
                 snprintf(why, whylen, "CA %s not found in %s", ca_name, c->pki_dir);
                 r = -ENOENT;
@@ -496,7 +472,7 @@ int vcard_pki_issue(vcard_t *c, int efi, uint8_t **ret_der, size_t *ret_len, cha
                 hx = vcard_hex_encode(h, 4);
                 cache = kon_asprintf("%s/%s-%s-%s.crt", dir, id[0] ? id : "noiccsn", ef->name, hx);
         }
-        x = read_cert(cache);
+        x = kon_pem_read_cert(cache);
         if (x && !cache_ok(x, ca, cakey, key->pkey, subj, ef->cert_state)) {
                 X509_free(x);
                 x = NULL;
